@@ -1,0 +1,76 @@
+/*
+ * vm.h - one microVM: the KVM VM and its vCPUs, guest RAM, the I/O buses, and how the VM ends.
+ *
+ * Ending is centralised: whoever learns that the VM is over (a vCPU seeing a reset or a triple
+ * fault, the console watcher seeing a panic, the halt watch seeing every vCPU stopped) calls
+ * vm_request_exit() with a status and a one-line reason.  The first caller wins; the main thread
+ * wakes on exit_fd, prints the reason and leaves.
+ */
+#ifndef KILN_VM_H
+#define KILN_VM_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "bus.h"
+#include "guest_mem.h"
+#include "x86/mptable.h"
+
+#define VM_MAX_VCPUS MPTABLE_MAX_CPUS
+
+/* Exit statuses of kiln-vmm. */
+#define VM_EXIT_OK	0	/* guest powered off, halted or rebooted */
+#define VM_EXIT_GUEST	1	/* guest crashed: panic, triple fault, KVM refused to run it */
+#define VM_EXIT_USAGE	2	/* bad arguments or unusable inputs; nothing was started */
+
+struct vm;
+
+struct vcpu {
+	struct vm *vm;
+	unsigned index;
+	int fd;
+	struct kvm_run *run;
+	pthread_t thread;
+	/* halt watch: last generation this vCPU answered, and what it saw */
+	unsigned seen_gen;
+	bool stopped;
+};
+
+struct vm {
+	int kvm_fd, vm_fd;
+	struct guest_mem mem;
+	struct bus pio, mmio;
+	unsigned nr_vcpus;
+	struct vcpu vcpu[VM_MAX_VCPUS];
+	size_t run_size;
+
+	int exit_fd;			/* eventfd, readable once an exit was requested */
+	pthread_mutex_t exit_lock;
+	bool exit_requested;
+	int exit_status;
+	char exit_reason[256];
+
+	unsigned watch_gen;		/* halt watch generation, advanced by the main thread */
+};
+
+/* Open KVM, create the VM, irqchip, PIT and guest RAM.  -1 with a reason in err. */
+int vm_create(struct vm *vm, uint64_t mem_bytes, char *err, size_t errlen);
+
+/* Create vCPU i with its CPUID, MSRs, FPU and LAPIC set up.  -1 with a reason in err. */
+int vcpu_create(struct vm *vm, unsigned i, const struct kvm_cpuid2 *cpuid, char *err, size_t errlen);
+int vcpu_start(struct vcpu *v);
+void vcpu_kick(struct vcpu *v);
+
+/* Drive an ISA/IOAPIC interrupt line; vm_irq_pulse gives the edge a virtio device needs. */
+void vm_irq_line(struct vm *vm, unsigned irq, int level);
+void vm_irq_pulse(struct vm *vm, unsigned irq);
+
+void vm_request_exit(struct vm *vm, int status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Halt watch, called by the main thread a few times a second: true once the guest stopped. */
+bool vm_guest_stopped(struct vm *vm);
+
+#endif
