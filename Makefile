@@ -30,7 +30,7 @@ asan_obj = $(1:%.c=$(B)/asan/obj/%.o)
 .SECONDARY:
 .PHONY: all programs kernel unit test test-unit test-vm demo bench clean
 all: programs kernel
-programs: $(B)/kiln-vmm
+programs: $(B)/kiln-vmm $(B)/bench/boot-init
 
 $(B)/obj/%.o: %.c
 	@mkdir -p $(@D)
@@ -51,6 +51,11 @@ $(B)/asan/tests/%: $(call asan_obj,tests/unit/%.c $(VMM_LIB))
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $(SANITIZE) $^ -lcmocka -o $@
 
+# Runs as PID 1 in a guest: static, so the initramfs needs nothing else.
+$(B)/bench/boot-init: bench/boot-init.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -static $< -o $@
+
 # The guest kernel: built once per configuration, shared by every clone through the cache.
 kernel: $(B)/vmlinux
 $(B)/vmlinux: guest/kernel/kiln.config guest/kernel/build
@@ -68,7 +73,7 @@ test-vm: programs kernel
 test: test-unit test-vm
 
 demo: programs kernel
-	tests/vmhost/maybe-run -- tests/demo
+	tests/vmhost/maybe-run -- scripts/demo
 
 bench: programs kernel
 	tests/vmhost/maybe-run -- bench/boot
