@@ -1,0 +1,408 @@
+/*
+ * kiln.c - the kiln command line.
+ *
+ *   kiln run  [VM options] [EXEC options] -- CMD ARGS...   boot, run, tear down
+ *   kiln up   [VM options] --dir DIR                       boot a VM and leave it running
+ *   kiln down --dir DIR                                    stop it and remove DIR
+ *   kiln exec --dir DIR|--sock SOCK [EXEC options] -- CMD ARGS...
+ *   kiln cp   --dir DIR|--sock SOCK SRC DST                a guest path is written :PATH
+ *
+ * VM options:   --image NAME | --rootfs FILE, --cpus N, --memory MIB, --hostname NAME
+ * EXEC options: -e K=V (repeatable), -w DIR, -u USER, -t (PTY), --timeout SECONDS
+ *
+ * `run` and `exec` return the command's exit status (128+N if killed by signal N, 124 on
+ * timeout, like timeout(1)); kiln's own failures return 125 with a one-line reason.
+ * The daemon, kilnd, will take over VM management; until then the CLI drives VMs directly.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "../client/agent_client.h"
+#include "vmctl.h"
+
+#define EXIT_KILN	125
+#define EXIT_TIMEOUT	124
+#define MAX_ENV		256
+
+struct opts {
+	const char *image, *rootfs, *dir, *sock, *hostname;
+	unsigned cpus, memory;
+	char *env[MAX_ENV + 1];
+	int nenv;
+	const char *cwd, *user;
+	bool tty;
+	unsigned timeout_s;
+};
+
+static volatile sig_atomic_t winch, interrupted;
+static struct termios saved_tty;
+static bool tty_raw;
+
+static void fail(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "kiln: ");
+	fprintf(stderr, fmt, arg);
+	fputc('\n', stderr);
+	exit(EXIT_KILN);
+}
+
+static void usage(void)
+{
+	fprintf(stderr,
+		"usage: kiln run  [--image NAME|--rootfs FILE] [--cpus N] [--memory MIB] [-e K=V]...\n"
+		"                 [-w DIR] [-u USER] [-t] [--timeout SEC] -- CMD [ARGS...]\n"
+		"       kiln up   [--image NAME|--rootfs FILE] [--cpus N] [--memory MIB] --dir DIR\n"
+		"       kiln down --dir DIR\n"
+		"       kiln exec --dir DIR|--sock SOCK [-e K=V]... [-w DIR] [-u USER] [-t]\n"
+		"                 [--timeout SEC] -- CMD [ARGS...]\n"
+		"       kiln cp   --dir DIR|--sock SOCK SRC DST   (guest paths start with ':')\n");
+	exit(EXIT_KILN);
+}
+
+static unsigned number(const char *opt, const char *s, unsigned min, unsigned max)
+{
+	char *end;
+	unsigned long v = strtoul(s, &end, 10);
+
+	if (*s == '-' || end == s || *end || v < min || v > max) {
+		fprintf(stderr, "kiln: %s: '%s' must be a number from %u to %u\n", opt, s, min, max);
+		exit(EXIT_KILN);
+	}
+	return v;
+}
+
+static int parse(int argc, char **argv, struct opts *o)
+{
+	static const struct option longopts[] = {
+		{ "image", required_argument, NULL, 'i' }, { "rootfs", required_argument, NULL, 'r' },
+		{ "cpus", required_argument, NULL, 'c' }, { "memory", required_argument, NULL, 'm' },
+		{ "dir", required_argument, NULL, 'd' }, { "sock", required_argument, NULL, 's' },
+		{ "hostname", required_argument, NULL, 'H' },
+		{ "env", required_argument, NULL, 'e' }, { "workdir", required_argument, NULL, 'w' },
+		{ "user", required_argument, NULL, 'u' }, { "tty", no_argument, NULL, 't' },
+		{ "timeout", required_argument, NULL, 'T' }, { "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	o->cpus = 1;
+	o->memory = 512;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+e:w:u:th", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'i': o->image = optarg; break;
+		case 'r': o->rootfs = optarg; break;
+		case 'c': o->cpus = number("--cpus", optarg, 1, 32); break;
+		case 'm': o->memory = number("--memory", optarg, 64, 1 << 20); break;
+		case 'd': o->dir = optarg; break;
+		case 's': o->sock = optarg; break;
+		case 'H': o->hostname = optarg; break;
+		case 'e':
+			if (!strchr(optarg, '=') || optarg[0] == '=')
+				fail("-e %s: expected NAME=VALUE", optarg);
+			if (o->nenv == MAX_ENV)
+				fail("too many -e options%s", "");
+			o->env[o->nenv++] = optarg;
+			break;
+		case 'w': o->cwd = optarg; break;
+		case 'u': o->user = optarg; break;
+		case 't': o->tty = true; break;
+		case 'T': o->timeout_s = number("--timeout", optarg, 1, 7 * 24 * 3600); break;
+		default: usage();
+		}
+	}
+	return optind;
+}
+
+static void restore_tty(void)
+{
+	if (tty_raw)
+		tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved_tty);
+	tty_raw = false;
+}
+
+static void on_winch(int s)
+{
+	(void)s;
+	winch = 1;
+}
+
+static void on_interrupt(int s)
+{
+	interrupted = s;
+}
+
+static void window_size(uint16_t *rows, uint16_t *cols)
+{
+	struct winsize ws;
+
+	*rows = 24;
+	*cols = 80;
+	if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_row && ws.ws_col) {
+		*rows = ws.ws_row;
+		*cols = ws.ws_col;
+	}
+}
+
+static int status_of(const struct agent_event *ev)
+{
+	if (ev->timed_out)
+		return EXIT_TIMEOUT;
+	return ev->exit_signal ? 128 + ev->exit_signal : ev->exit_code;
+}
+
+/* Pump stdin to the process and its output to ours until it exits. */
+static int relay(int fd, bool tty)
+{
+	uint8_t *buf = NULL, in[65536];
+	size_t cap = 0;
+	bool stdin_open = true;
+	struct agent_event ev;
+
+	for (;;) {
+		struct pollfd p[2] = { { fd, POLLIN, 0 }, { STDIN_FILENO, POLLIN, 0 } };
+
+		if (winch && tty) {
+			uint16_t r, c;
+
+			winch = 0;
+			window_size(&r, &c);
+			agent_resize(fd, r, c);
+		}
+		if (interrupted && !tty) {
+			agent_send_signal(fd, interrupted);	/* Ctrl-C goes to the guest process */
+			interrupted = 0;
+		}
+		if (poll(p, stdin_open ? 2 : 1, -1) < 0 && errno != EINTR)
+			break;
+		if (p[0].revents) {
+			if (agent_next_event(fd, &ev, &buf, &cap) < 0) {
+				free(buf);
+				fail("connection to the guest agent lost%s", "");
+			}
+			if (ev.type == EV_STDOUT || ev.type == EV_STDERR) {
+				if (proto_write_all(ev.type == EV_STDOUT ? STDOUT_FILENO : STDERR_FILENO,
+						    ev.data, ev.len) < 0)
+					{ /* our reader is gone; keep draining so the process can end */ }
+				continue;
+			}
+			free(buf);
+			if (ev.type == EV_ERROR)
+				fail("%s", ev.error.message);
+			return status_of(&ev);
+		}
+		if (stdin_open && p[1].revents) {
+			ssize_t n = read(STDIN_FILENO, in, sizeof(in));
+
+			if (n > 0 ? agent_send_stdin(fd, in, n) : agent_close_stdin(fd))
+				break;
+			if (n <= 0)
+				stdin_open = false;
+		}
+	}
+	free(buf);
+	fail("connection to the guest agent lost%s", "");
+	return EXIT_KILN;
+}
+
+static int do_exec(const char *sock, const struct opts *o, char **cmd)
+{
+	struct agent_error e = { 0 };
+	struct agent_exec x = { .argv = cmd, .env = (char *const *)o->env, .cwd = o->cwd,
+				.user = o->user, .timeout_ms = o->timeout_s * 1000, .pty = o->tty,
+				.stdin_stream = true };
+	uint32_t pid;
+	int fd = agent_connect(sock, PROTO_AGENT_PORT, 30000, &e);
+
+	if (fd < 0)
+		fail("%s", e.message);
+	if (o->tty) {
+		window_size(&x.rows, &x.cols);
+		if (isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved_tty) == 0) {
+			struct termios t = saved_tty;
+
+			cfmakeraw(&t);
+			tty_raw = tcsetattr(STDIN_FILENO, TCSANOW, &t) == 0;
+			atexit(restore_tty);
+		}
+	}
+	signal(SIGWINCH, on_winch);
+	signal(SIGINT, on_interrupt);
+	signal(SIGTERM, on_interrupt);
+	signal(SIGPIPE, SIG_IGN);
+	if (agent_exec_start(fd, &x, &pid, &e)) {
+		restore_tty();
+		if (e.path[0])
+			fprintf(stderr, "kiln: %s: %s\n", e.path, e.message);
+		else
+			fprintf(stderr, "kiln: %s\n", e.message);
+		/* Like a shell: 127 command not found, 126 not executable; else kiln's 125. */
+		if (strcmp(e.path, cmd[0]))
+			return EXIT_KILN;
+		return e.err == ENOENT ? 127 : e.err == EACCES ? 126 : EXIT_KILN;
+	}
+	int status = relay(fd, o->tty);
+
+	restore_tty();
+	close(fd);
+	return status;
+}
+
+static const char *target_sock(const struct opts *o, char *buf, size_t len)
+{
+	if (o->sock)
+		return o->sock;
+	if (!o->dir)
+		fail("need --dir DIR or --sock SOCK%s", "");
+	vm_sock_path(o->dir, buf, len);
+	return buf;
+}
+
+static void vm_spec_of(const struct opts *o, struct vm_spec *s, char *img, size_t len)
+{
+	if (o->rootfs) {
+		snprintf(img, len, "%s", o->rootfs);
+	} else {
+		const char *name = o->image ? o->image : "base";
+
+		if (image_path(name, img, len))
+			fail("image '%s' is not built (make images, or pass --rootfs FILE)", name);
+	}
+	if (access(img, R_OK))
+		fail("root image %s: not readable", img);
+	*s = (struct vm_spec){ .rootfs = img, .cpus = o->cpus, .memory_mib = o->memory,
+			       .scratch_mib = 4096, .hostname = o->hostname };
+}
+
+static int cmd_run(int argc, char **argv)
+{
+	struct opts o;
+	struct vm_spec spec;
+	struct agent_error e = { 0 };
+	char img[PATH_MAX], dir[] = "/tmp/kiln-run-XXXXXX", sock[PATH_MAX];
+	int i = parse(argc, argv, &o);
+
+	if (i >= argc)
+		usage();
+	vm_spec_of(&o, &spec, img, sizeof(img));
+	if (!mkdtemp(dir))
+		fail("cannot create a temporary directory: %s", strerror(errno));
+	if (vm_up(dir, &spec, &e)) {
+		vm_down(dir);
+		fail("%s", e.message);
+	}
+	vm_sock_path(dir, sock, sizeof(sock));
+	int status = do_exec(sock, &o, argv + i);
+
+	vm_down(dir);
+	return status;
+}
+
+static int cmd_up(int argc, char **argv)
+{
+	struct opts o;
+	struct vm_spec spec;
+	struct agent_error e = { 0 };
+	char img[PATH_MAX];
+
+	if (parse(argc, argv, &o) != argc || !o.dir)
+		usage();
+	vm_spec_of(&o, &spec, img, sizeof(img));
+	if (vm_up(o.dir, &spec, &e)) {
+		vm_down(o.dir);
+		fail("%s", e.message);
+	}
+	return 0;
+}
+
+static int cmd_down(int argc, char **argv)
+{
+	struct opts o;
+
+	if (parse(argc, argv, &o) != argc || !o.dir)
+		usage();
+	vm_down(o.dir);
+	return 0;
+}
+
+static int cmd_exec(int argc, char **argv)
+{
+	struct opts o;
+	char sock[PATH_MAX];
+	int i = parse(argc, argv, &o);
+
+	if (i >= argc)
+		usage();
+	return do_exec(target_sock(&o, sock, sizeof(sock)), &o, argv + i);
+}
+
+static int cmd_cp(int argc, char **argv)
+{
+	struct opts o;
+	struct agent_error e = { 0 };
+	char sockbuf[PATH_MAX];
+	uint64_t bytes = 0;
+	int i = parse(argc, argv, &o), fd, local, r;
+
+	if (argc - i != 2)
+		usage();
+	const char *src = argv[i], *dst = argv[i + 1], *sock = target_sock(&o, sockbuf, sizeof(sockbuf));
+	bool to_guest = dst[0] == ':' && src[0] != ':';
+
+	if (!to_guest && !(src[0] == ':' && dst[0] != ':'))
+		fail("cp: exactly one of SRC and DST must be a guest path (:PATH)%s", "");
+	fd = agent_connect(sock, PROTO_AGENT_PORT, 30000, &e);
+	if (fd < 0)
+		fail("%s", e.message);
+	if (to_guest) {
+		local = strcmp(src, "-") ? open(src, O_RDONLY | O_CLOEXEC) : STDIN_FILENO;
+		if (local < 0)
+			fail("%s: cannot open", src);
+		r = agent_write_file(fd, dst + 1, 0644, local, &bytes, &e);
+	} else {
+		local = strcmp(dst, "-") ? open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) :
+					   STDOUT_FILENO;
+		if (local < 0)
+			fail("%s: cannot create", dst);
+		r = agent_read_file(fd, src + 1, local, &bytes, &e);
+	}
+	if (r) {
+		fprintf(stderr, "kiln: cp: %s%s%s\n", e.path[0] ? e.path : "", e.path[0] ? ": " : "",
+			e.message);
+		return EXIT_KILN;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2)
+		usage();
+	const char *cmd = argv[1];
+
+	argv[1] = argv[0];
+	argc--;
+	argv++;
+	if (!strcmp(cmd, "run"))
+		return cmd_run(argc, argv);
+	if (!strcmp(cmd, "up"))
+		return cmd_up(argc, argv);
+	if (!strcmp(cmd, "down"))
+		return cmd_down(argc, argv);
+	if (!strcmp(cmd, "exec"))
+		return cmd_exec(argc, argv);
+	if (!strcmp(cmd, "cp"))
+		return cmd_cp(argc, argv);
+	usage();
+}

@@ -1,0 +1,397 @@
+/*
+ * agent_client.c - see agent_client.h.
+ */
+#include "agent_client.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+static void set_error(struct agent_error *e, int err, const char *msg, const char *path)
+{
+	if (!e)
+		return;
+	e->err = err;
+	snprintf(e->message, sizeof(e->message), "%s", msg ? msg : strerror(err));
+	snprintf(e->path, sizeof(e->path), "%s", path ? path : "");
+}
+
+static void error_from_frame(const uint8_t *p, uint32_t len, struct agent_error *e)
+{
+	struct field f;
+	uint32_t err = EIO;
+
+	if (frame_find(p, len, TAG_ERRNO, &f))
+		field_u32(&f, &err);
+	set_error(e, err, NULL, NULL);
+	if (frame_find(p, len, TAG_MESSAGE, &f))
+		field_str(&f, e->message, sizeof(e->message));
+	if (frame_find(p, len, TAG_PATH, &f))
+		field_str(&f, e->path, sizeof(e->path));
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int unix_connect(const char *path)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(a.sun_path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	strcpy(a.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+		int e = errno;
+
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
+/* Read one line ("OK 1073741824\n") byte by byte: nothing after it may be consumed. */
+static int read_line(int fd, char *buf, size_t len, int timeout_ms)
+{
+	size_t n = 0;
+
+	while (n + 1 < len) {
+		struct pollfd p = { fd, POLLIN, 0 };
+
+		if (poll(&p, 1, timeout_ms) <= 0)
+			return -1;
+		if (read(fd, buf + n, 1) != 1)
+			return -1;
+		if (buf[n] == '\n') {
+			buf[n] = 0;
+			return 0;
+		}
+		n++;
+	}
+	return -1;
+}
+
+static int vsock_handshake(int fd, unsigned port, int timeout_ms)
+{
+	char line[64];
+
+	snprintf(line, sizeof(line), "CONNECT %u\n", port);
+	if (proto_write_all(fd, line, strlen(line)) < 0 || read_line(fd, line, sizeof(line), timeout_ms))
+		return -1;
+	return strncmp(line, "OK ", 3) ? -1 : 0;
+}
+
+int agent_connect(const char *sock, unsigned port, int timeout_ms, struct agent_error *e)
+{
+	bool direct = !strncmp(sock, "unix:", 5);
+	int64_t deadline = now_ms() + timeout_ms;
+
+	for (;;) {
+		int fd = unix_connect(direct ? sock + 5 : sock);
+
+		if (fd >= 0 && (direct || vsock_handshake(fd, port, 2000) == 0))
+			return fd;
+		if (fd >= 0)
+			close(fd);
+		if (now_ms() >= deadline)
+			break;
+		usleep(20000);		/* the guest is still booting, or the VMM starting */
+	}
+	set_error(e, ETIMEDOUT, "guest agent did not answer", sock);
+	return -1;
+}
+
+static int put_strv(struct frame *f, uint16_t tag, char *const *v)
+{
+	for (; v && *v; v++)
+		if (frame_put_str(f, tag, *v))
+			return -1;
+	return 0;
+}
+
+static int build_exec(struct frame *f, const struct agent_exec *x)
+{
+	if (frame_init(f, MSG_EXEC))
+		return -1;
+	if (x->shell ? frame_put_str(f, TAG_SHELL, x->shell) : put_strv(f, TAG_ARG, x->argv))
+		return -1;
+	if (put_strv(f, TAG_ENV, x->env))
+		return -1;
+	if (x->cwd && frame_put_str(f, TAG_CWD, x->cwd))
+		return -1;
+	if (x->user && frame_put_str(f, TAG_USER, x->user))
+		return -1;
+	if (x->timeout_ms && frame_put_u32(f, TAG_TIMEOUT_MS, x->timeout_ms))
+		return -1;
+	if (x->pty && (frame_put_u16(f, TAG_PTY_ROWS, x->rows ? x->rows : 24) ||
+		       frame_put_u16(f, TAG_PTY_COLS, x->cols ? x->cols : 80)))
+		return -1;
+	if (x->stdin_stream && frame_put_u8(f, TAG_STDIN, 1))
+		return -1;
+	if (x->background && frame_put_u8(f, TAG_BACKGROUND, 1))
+		return -1;
+	return 0;
+}
+
+static int send_frame_free(int fd, struct frame *f)
+{
+	int r = proto_write_frame(fd, f);
+
+	frame_free(f);
+	return r;
+}
+
+int agent_exec_start(int fd, const struct agent_exec *x, uint32_t *pid, struct agent_error *e)
+{
+	struct frame f;
+	uint8_t *buf = NULL;
+	size_t cap = 0;
+	uint8_t type;
+	uint32_t len;
+	struct field fl;
+	int r = -1;
+
+	if (build_exec(&f, x)) {
+		frame_free(&f);
+		set_error(e, E2BIG, "command, arguments and environment exceed 1 MiB", NULL);
+		return -1;
+	}
+	if (send_frame_free(fd, &f) || proto_read_frame(fd, &buf, &cap, &type, &len) != 1) {
+		set_error(e, errno ? errno : EPIPE, "connection to the guest agent lost", NULL);
+	} else if (type == MSG_ERROR) {
+		error_from_frame(buf, len, e);
+	} else if (type == MSG_STARTED && frame_find(buf, len, TAG_PID, &fl) && field_u32(&fl, pid)) {
+		r = 0;
+	} else {
+		set_error(e, EPROTO, "unexpected reply from the guest agent", NULL);
+	}
+	free(buf);
+	return r;
+}
+
+int agent_next_event(int fd, struct agent_event *ev, uint8_t **buf, size_t *cap)
+{
+	uint8_t type;
+	uint32_t len, v;
+	struct field f;
+
+	for (;;) {
+		if (proto_read_frame(fd, buf, cap, &type, &len) != 1)
+			return -1;
+		memset(ev, 0, sizeof(*ev));
+		switch (type) {
+		case MSG_STDOUT:
+		case MSG_STDERR:
+			if (!frame_find(*buf, len, TAG_DATA, &f))
+				continue;
+			ev->type = type == MSG_STDOUT ? EV_STDOUT : EV_STDERR;
+			ev->data = f.val;
+			ev->len = f.len;
+			return 0;
+		case MSG_EXIT:
+			ev->type = EV_EXIT;
+			ev->exit_code = -1;
+			if (frame_find(*buf, len, TAG_EXIT_CODE, &f) && field_u32(&f, &v))
+				ev->exit_code = v;
+			if (frame_find(*buf, len, TAG_EXIT_SIGNAL, &f) && field_u32(&f, &v))
+				ev->exit_signal = v;
+			ev->timed_out = frame_find(*buf, len, TAG_TIMED_OUT, &f);
+			return 0;
+		case MSG_ERROR:
+			ev->type = EV_ERROR;
+			error_from_frame(*buf, len, &ev->error);
+			return 0;
+		default:
+			continue;	/* STARTED again after an attach, or future frames */
+		}
+	}
+}
+
+static int send_data_frame(int fd, uint8_t type, const void *data, size_t len)
+{
+	struct frame f;
+
+	if (frame_init(&f, type) || (type != MSG_STDIN_CLOSE && type != MSG_END &&
+				     frame_put(&f, TAG_DATA, data, len))) {
+		frame_free(&f);
+		return -1;
+	}
+	return send_frame_free(fd, &f);
+}
+
+int agent_send_stdin(int fd, const void *data, size_t len)
+{
+	const uint8_t *p = data;
+
+	while (len) {
+		size_t n = len < PROTO_DATA_CHUNK ? len : PROTO_DATA_CHUNK;
+
+		if (send_data_frame(fd, MSG_STDIN, p, n))
+			return -1;
+		p += n;
+		len -= n;
+	}
+	return 0;
+}
+
+int agent_close_stdin(int fd)
+{
+	return send_data_frame(fd, MSG_STDIN_CLOSE, NULL, 0);
+}
+
+int agent_send_signal(int fd, int sig)
+{
+	struct frame f;
+
+	if (frame_init(&f, MSG_SIGNAL) || frame_put_u32(&f, TAG_SIGNAL, sig)) {
+		frame_free(&f);
+		return -1;
+	}
+	return send_frame_free(fd, &f);
+}
+
+int agent_resize(int fd, uint16_t rows, uint16_t cols)
+{
+	struct frame f;
+
+	if (frame_init(&f, MSG_RESIZE) || frame_put_u16(&f, TAG_ROWS, rows) ||
+	    frame_put_u16(&f, TAG_COLS, cols)) {
+		frame_free(&f);
+		return -1;
+	}
+	return send_frame_free(fd, &f);
+}
+
+/* Wait for the final OK/END/ENTRY or ERROR of an operation. */
+static int final_reply(int fd, struct agent_error *e, uint64_t *bytes)
+{
+	uint8_t *buf = NULL;
+	size_t cap = 0;
+	uint8_t type;
+	uint32_t len;
+	struct field f;
+	int r = -1;
+
+	if (proto_read_frame(fd, &buf, &cap, &type, &len) != 1)
+		set_error(e, EPIPE, "connection to the guest agent lost", NULL);
+	else if (type == MSG_ERROR)
+		error_from_frame(buf, len, e);
+	else if (type == MSG_OK || type == MSG_END)
+		r = 0;
+	else
+		set_error(e, EPROTO, "unexpected reply from the guest agent", NULL);
+	if (r == 0 && bytes && frame_find(buf, len, TAG_BYTES, &f))
+		field_u64(&f, bytes);
+	free(buf);
+	return r;
+}
+
+int agent_write_file(int fd, const char *path, uint32_t mode, int src, uint64_t *bytes,
+		     struct agent_error *e)
+{
+	struct frame f;
+	uint8_t *buf = malloc(PROTO_DATA_CHUNK);
+	ssize_t n;
+
+	if (!buf || frame_init(&f, MSG_FILE_WRITE) || frame_put_str(&f, TAG_PATH, path) ||
+	    frame_put_u32(&f, TAG_MODE, mode) || send_frame_free(fd, &f)) {
+		free(buf);
+		set_error(e, EIO, "cannot send the request", path);
+		return -1;
+	}
+	while ((n = read(src, buf, PROTO_DATA_CHUNK)) > 0)
+		if (send_data_frame(fd, MSG_DATA, buf, n))
+			break;
+	free(buf);
+	if (n < 0) {
+		set_error(e, errno, "reading the local file", NULL);
+		close(fd);	/* the agent drops the half-written file */
+		return -1;
+	}
+	if (n == 0 && send_data_frame(fd, MSG_END, NULL, 0) == 0)
+		return final_reply(fd, e, bytes);
+	return final_reply(fd, e, bytes);	/* the agent refused early: read its reason */
+}
+
+int agent_read_file(int fd, const char *path, int dst, uint64_t *bytes, struct agent_error *e)
+{
+	struct frame f;
+	uint8_t *buf = NULL;
+	size_t cap = 0;
+	uint8_t type;
+	uint32_t len;
+	struct field fl;
+	int r = -1;
+
+	*bytes = 0;
+	if (frame_init(&f, MSG_FILE_READ) || frame_put_str(&f, TAG_PATH, path) ||
+	    send_frame_free(fd, &f)) {
+		set_error(e, EIO, "cannot send the request", path);
+		return -1;
+	}
+	for (;;) {
+		if (proto_read_frame(fd, &buf, &cap, &type, &len) != 1) {
+			set_error(e, EPIPE, "connection to the guest agent lost", path);
+			break;
+		}
+		if (type == MSG_DATA && frame_find(buf, len, TAG_DATA, &fl)) {
+			if (proto_write_all(dst, fl.val, fl.len) < 0) {
+				set_error(e, errno, "writing the local file", NULL);
+				break;
+			}
+			*bytes += fl.len;
+			continue;
+		}
+		if (type == MSG_END)
+			r = 0;
+		else if (type == MSG_ERROR)
+			error_from_frame(buf, len, e);
+		else
+			set_error(e, EPROTO, "unexpected reply from the guest agent", path);
+		break;
+	}
+	free(buf);
+	return r;
+}
+
+int agent_simple(int fd, uint8_t type, const char *path, const char *path2, uint32_t num,
+		 struct agent_error *e)
+{
+	struct frame f;
+
+	if (frame_init(&f, type) || (path && frame_put_str(&f, TAG_PATH, path)) ||
+	    (path2 && frame_put_str(&f, TAG_PATH2, path2))) {
+		frame_free(&f);
+		return -1;
+	}
+	if (type == MSG_KILL && (frame_put_u32(&f, TAG_PID, num) || frame_put_u32(&f, TAG_SIGNAL, 15))) {
+		frame_free(&f);
+		return -1;
+	}
+	if (type == MSG_REMOVE && num && frame_put_u8(&f, TAG_RECURSIVE, 1)) {
+		frame_free(&f);
+		return -1;
+	}
+	if (send_frame_free(fd, &f)) {
+		set_error(e, EPIPE, "connection to the guest agent lost", path);
+		return -1;
+	}
+	return final_reply(fd, e, NULL);
+}

@@ -1,0 +1,75 @@
+/*
+ * agent_client.h - the host side of the agent protocol (src/proto/proto.h): connect to a
+ * guest's kiln-init through kiln-vmm's vsock socket, run processes, move files.
+ *
+ * Used by the CLI and, later, the service.  Calls block; a connection carries one operation.
+ * Errors come back as struct agent_error: an errno value, a message, and the path concerned.
+ */
+#ifndef KILN_AGENT_CLIENT_H
+#define KILN_AGENT_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../proto/proto.h"
+
+struct agent_error {
+	int err;		/* errno value, from the guest or local */
+	char message[512];
+	char path[512];
+};
+
+/*
+ * Connect to the agent: through kiln-vmm's hybrid vsock socket ("CONNECT port" handshake) or,
+ * with a path prefixed "unix:", straight to a unix socket (the agent's host test mode).
+ * Retries until timeout_ms while the guest is still booting.  Returns an fd or -1.
+ */
+int agent_connect(const char *sock, unsigned port, int timeout_ms, struct agent_error *e);
+
+struct agent_exec {
+	char *const *argv;	/* or shell */
+	const char *shell;
+	char *const *env;	/* "K=V", NULL-terminated; may be NULL */
+	const char *cwd, *user;
+	uint32_t timeout_ms;
+	bool pty;
+	uint16_t rows, cols;
+	bool stdin_stream;
+	bool background;
+};
+
+/* Send EXEC and wait for STARTED (pid) or ERROR.  0 / -1. */
+int agent_exec_start(int fd, const struct agent_exec *x, uint32_t *pid, struct agent_error *e);
+
+enum agent_event_type { EV_STDOUT, EV_STDERR, EV_EXIT, EV_ERROR };
+
+struct agent_event {
+	enum agent_event_type type;
+	const uint8_t *data;	/* STDOUT/STDERR, valid until the next call */
+	uint32_t len;
+	int exit_code;		/* -1 if killed by a signal */
+	int exit_signal;	/* 0 if it exited */
+	bool timed_out;
+	struct agent_error error;
+};
+
+/* Next output or the final EXIT/ERROR.  0 on an event, -1 when the connection broke. */
+int agent_next_event(int fd, struct agent_event *ev, uint8_t **buf, size_t *cap);
+
+int agent_send_stdin(int fd, const void *data, size_t len);
+int agent_close_stdin(int fd);
+int agent_send_signal(int fd, int sig);
+int agent_resize(int fd, uint16_t rows, uint16_t cols);
+
+/* Files.  Copy a local fd into a guest path, or a guest path into a local fd. */
+int agent_write_file(int fd, const char *path, uint32_t mode, int src, uint64_t *bytes,
+		     struct agent_error *e);
+int agent_read_file(int fd, const char *path, int dst, uint64_t *bytes, struct agent_error *e);
+
+/* Requests answered by OK or ERROR: MKDIR, REMOVE (num 1: recursive), RENAME, KILL (num: pid,
+ * SIGTERM). */
+int agent_simple(int fd, uint8_t type, const char *path, const char *path2, uint32_t num,
+		 struct agent_error *e);
+
+#endif
