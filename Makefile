@@ -33,7 +33,7 @@ obj      = $(1:%.c=$(B)/obj/%.o)
 asan_obj = $(1:%.c=$(B)/asan/obj/%.o)
 
 .SECONDARY:
-.PHONY: all programs kernel unit test test-unit test-vm demo bench clean
+.PHONY: all programs kernel unit test test-unit test-agent test-vm demo bench clean
 all: programs kernel
 programs: $(B)/kiln $(B)/kiln-vmm $(B)/kiln-init $(B)/kiln-initrd.cpio $(B)/bench/boot-init
 
@@ -64,6 +64,10 @@ $(B)/kiln: $(call obj,$(CLI_SRC) $(CLIENT_SRC) $(PROTO_SRC))
 $(B)/kiln-init: $(call obj,$(GUEST_SRC) $(PROTO_SRC))
 	$(CC) $(LDFLAGS) -static $^ -o $@
 
+# The agent again, dynamically linked with ASan/UBSan, for the host-side agent tests.
+$(B)/asan/kiln-init: $(call asan_obj,$(GUEST_SRC) $(PROTO_SRC))
+	$(CC) $(LDFLAGS) $(SANITIZE) $^ -o $@
+
 $(B)/kiln-initrd.cpio: $(B)/kiln-init
 	rm -rf $(B)/initrd-root && mkdir -p $(B)/initrd-root
 	cp $< $(B)/initrd-root/init
@@ -84,11 +88,15 @@ unit: $(UNIT_BINS) $(ASAN_BINS)
 test-unit: unit
 	@set -e; for t in $(UNIT_BINS) $(ASAN_BINS); do echo "== $$t"; $$t; done
 
+# The agent and client on this host, no VM: the agent serves a unix socket.
+test-agent: programs $(B)/asan/kiln-init
+	KILN_TEST_AGENT=$(B)/asan/kiln-init /usr/bin/python3 -m pytest -q tests/agent
+
 # VM tests boot real guests; tests/vmhost/run decides whether they need the emulated test host.
 test-vm: programs kernel
 	tests/vmhost/maybe-run -- /usr/bin/python3 -m pytest -q tests/integration
 
-test: test-unit test-vm
+test: test-unit test-agent test-vm
 
 demo: programs kernel
 	tests/vmhost/maybe-run -- scripts/demo
