@@ -177,7 +177,14 @@ static void setup_cgroups(void)
 			write_file(AGENT_CGROUP "/user/memory.max", buf);
 		}
 	}
-	write_file(AGENT_CGROUP "/user/pids.max", "16384");
+	/* Enough tasks for real workloads (threads count), few enough that a fork bomb meets
+	 * this wall before memory runs out: 8 per MiB of guest RAM, at least 1024. */
+	if (sysinfo(&si) == 0) {
+		unsigned long long mib = ((unsigned long long)si.totalram * si.mem_unit) >> 20;
+
+		snprintf(buf, sizeof(buf), "%llu", mib * 8 > 1024 ? mib * 8 : 1024);
+		write_file(AGENT_CGROUP "/user/pids.max", buf);
+	}
 }
 
 static void init_duties(void)
