@@ -152,3 +152,30 @@ def test_same_disk_cannot_be_used_by_two_vms(guest):
     finally:
         first.kill()
         first.wait()
+
+
+def test_console_input_reaches_the_guest(guest):
+    # The serial console is interactive: bytes on kiln-vmm's stdin arrive on the guest's ttyS0.
+    root = guest.root_disk("echo ready-for-input\n"
+                           "read -r line\n"
+                           "echo got=[$line]\n"
+                           "poweroff -f")
+    p = subprocess.Popen([str(VMM), "--kernel", str(KERNEL), "--disk", str(root),
+                          "--serial", "stdio", "--cmdline",
+                          "console=ttyS0 quiet reboot=k panic=-1 root=/dev/vda init=/init"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = b""
+    deadline = time.monotonic() + 180
+    try:
+        while b"ready-for-input" not in seen:
+            assert time.monotonic() < deadline, seen
+            chunk = p.stdout.read1(4096)
+            assert chunk, f"VMM exited early: {p.stderr.read()!r}"
+            seen += chunk
+        p.stdin.write(b"typed by the host\n")
+        p.stdin.flush()
+        out, err = p.communicate(timeout=180)
+    finally:
+        p.kill()
+    assert p.returncode == 0, err
+    assert b"got=[typed by the host]" in seen + out
