@@ -26,6 +26,7 @@ GUEST_SRC  := $(wildcard src/guest/*.c)
 CLIENT_SRC := $(wildcard src/client/*.c)
 CLI_SRC    := $(wildcard src/cli/*.c)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+TEST_GUEST_BINS := $(patsubst tests/guest/%.c,$(B)/tests/guest/%,$(wildcard tests/guest/*.c))
 UNIT_BINS  := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 ASAN_BINS  := $(UNIT_SRC:tests/unit/%.c=$(B)/asan/tests/%)
 
@@ -33,7 +34,7 @@ obj      = $(1:%.c=$(B)/obj/%.o)
 asan_obj = $(1:%.c=$(B)/asan/obj/%.o)
 
 .SECONDARY:
-.PHONY: all programs kernel unit test test-unit test-agent test-vm demo bench clean
+.PHONY: all programs kernel unit test-guest-bins test test-unit test-agent test-vm demo bench clean
 all: programs kernel
 programs: $(B)/kiln $(B)/kiln-vmm $(B)/kiln-init $(B)/kiln-initrd.cpio $(B)/bench/boot-init
 
@@ -78,6 +79,12 @@ $(B)/bench/boot-init: bench/boot-init.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -static $< -o $@
 
+# Helpers the VM tests copy into their guests' root disks: static, like boot-init.
+test-guest-bins: $(TEST_GUEST_BINS)
+$(TEST_GUEST_BINS): $(B)/tests/guest/%: tests/guest/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -static $< -o $@
+
 # The guest kernel: built once per configuration, shared by every clone through the cache.
 kernel: $(B)/vmlinux
 $(B)/vmlinux: guest/kernel/kiln.config guest/kernel/build
@@ -93,7 +100,7 @@ test-agent: programs $(B)/asan/kiln-init
 	KILN_TEST_AGENT=$(B)/asan/kiln-init /usr/bin/python3 -m pytest -q tests/agent
 
 # VM tests boot real guests; tests/vmhost/run decides whether they need the emulated test host.
-test-vm: programs kernel
+test-vm: programs kernel test-guest-bins
 	tests/vmhost/maybe-run -- /usr/bin/python3 -m pytest -q tests/integration
 
 test: test-unit test-agent test-vm

@@ -3,6 +3,7 @@
  *
  *   kiln-vmm --kernel vmlinux [--initrd FILE] [--cmdline STR] [--cpus N] [--memory MIB]
  *            [--disk PATH[,ro][,id=SERIAL]]... [--serial stdio|file:PATH|none]
+ *            [--vsock CID,PATH]
  *
  * Exit status: 0 when the guest powers off, halts or reboots; 1 when it crashes (kernel panic,
  * triple fault, KVM refusing to run it), with the reason on stderr; 2 for bad arguments or
@@ -58,6 +59,8 @@ struct options {
 	unsigned nr_disks;
 	enum { SERIAL_STDIO, SERIAL_FILE, SERIAL_NONE } serial;
 	const char *serial_path;
+	uint32_t vsock_cid;
+	const char *vsock_path;		/* NULL: no vsock device */
 };
 
 /* What the console watcher learned; written by vCPU threads under the serial lock. */
@@ -79,8 +82,10 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: kiln-vmm --kernel VMLINUX [--initrd FILE] [--cmdline STR] [--cpus N]\n"
 		"                [--memory MIB] [--disk PATH[,ro][,id=SERIAL]]...\n"
-		"                [--serial stdio|file:PATH|none] [--verbose]\n"
-		"Boots VMLINUX (an uncompressed ELF kernel) in a KVM microVM.  Exit status:\n"
+		"                [--serial stdio|file:PATH|none] [--vsock CID,PATH] [--verbose]\n"
+		"Boots VMLINUX (an uncompressed ELF kernel) in a KVM microVM.  --vsock gives the\n"
+		"guest CID (3 or more) a virtio-vsock device whose host side is the unix socket\n"
+		"PATH (Firecracker's hybrid vsock).  Exit status:\n"
 		"0 guest powered off or rebooted, 1 guest crashed, 2 bad arguments.\n");
 }
 
@@ -137,6 +142,19 @@ static void parse_serial(struct options *o, const char *arg)
 		die(VM_EXIT_USAGE, "--serial: expected stdio, none or file:PATH, got '%s'", arg);
 }
 
+static void parse_vsock(struct options *o, char *arg)
+{
+	char *comma = strchr(arg, ',');
+
+	if (o->vsock_path)
+		die(VM_EXIT_USAGE, "--vsock: only one vsock device");
+	if (!comma || !comma[1])
+		die(VM_EXIT_USAGE, "--vsock: expected CID,PATH, got '%s'", arg);
+	*comma = '\0';
+	o->vsock_cid = parse_number("--vsock CID", arg, 3, UINT32_MAX - 1);
+	o->vsock_path = comma + 1;
+}
+
 static uint64_t host_memory_mib(void)
 {
 	return (uint64_t)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) >> 20;
@@ -152,6 +170,7 @@ static void parse_args(struct options *o, int argc, char **argv)
 		{ "memory", required_argument, NULL, 'm' },
 		{ "disk", required_argument, NULL, 'd' },
 		{ "serial", required_argument, NULL, 's' },
+		{ "vsock", required_argument, NULL, 'V' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
@@ -174,6 +193,7 @@ static void parse_args(struct options *o, int argc, char **argv)
 			break;
 		case 'd': parse_disk(o, optarg); break;
 		case 's': parse_serial(o, optarg); break;
+		case 'V': parse_vsock(o, optarg); break;
 		case 'v': log_set_verbose(true); break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); exit(VM_EXIT_USAGE);
@@ -300,6 +320,11 @@ static void add_virtio_devices(const struct options *o, char *cmdline, size_t cm
 	if (!dev[n])
 		die(VM_EXIT_GUEST, "out of memory");
 	n++;
+	if (o->vsock_path) {
+		dev[n] = virtio_vsock_create(&vm.mem, o->vsock_cid, o->vsock_path, err, sizeof(err));
+		if (!dev[n++])
+			die(VM_EXIT_USAGE, "%s", err);
+	}
 
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t base = VIRTIO_MMIO_BASE + i * VIRTIO_MMIO_SIZE;
