@@ -36,7 +36,8 @@ asan_obj = $(1:%.c=$(B)/asan/obj/%.o)
 .SECONDARY:
 .PHONY: all programs kernel unit test-guest-bins test test-unit test-agent test-vm demo bench clean
 all: programs kernel
-programs: $(B)/kiln $(B)/kiln-vmm $(B)/kiln-init $(B)/kiln-initrd.cpio $(B)/bench/boot-init
+programs: $(B)/kiln $(B)/kiln-vmm $(B)/kiln-init $(B)/kiln-initrd.cpio $(B)/bench/boot-init \
+	  $(B)/bench/exec-client
 
 $(B)/obj/%.o: %.c
 	@mkdir -p $(@D)
@@ -85,6 +86,9 @@ $(TEST_GUEST_BINS): $(B)/tests/guest/%: tests/guest/%.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -static $< -o $@
 
+$(B)/bench/exec-client: $(call obj,bench/exec-client.c $(CLIENT_SRC) $(PROTO_SRC))
+	$(CC) $(LDFLAGS) $^ -o $@
+
 # The guest kernel: built once per configuration, shared by every clone through the cache.
 kernel: $(B)/vmlinux
 $(B)/vmlinux: guest/kernel/kiln.config guest/kernel/build
@@ -109,7 +113,7 @@ demo: programs kernel
 	tests/vmhost/maybe-run -- scripts/demo
 
 bench: programs kernel
-	tests/vmhost/maybe-run -- bench/boot
+	tests/vmhost/maybe-run -- sh -c 'bench/boot && bench/exec'
 
 clean:
 	rm -rf $(B)
