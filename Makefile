@@ -5,6 +5,7 @@
 #   make test       every test: unit (plain and under ASan/UBSan), then VM tests on a real guest
 #   make demo       kiln's main job end to end: boot a microVM and run a command in it
 #   make bench      benchmarks (print tables; never pass/fail on time)
+#   make images     root images for sandboxes, build/images/NAME.ext4 (docs/images.md)
 
 CC      ?= cc
 CFLAGS  ?= -O2 -g
@@ -88,6 +89,14 @@ $(TEST_GUEST_BINS): $(B)/tests/guest/%: tests/guest/%.c
 
 $(B)/bench/exec-client: $(call obj,bench/exec-client.c $(CLIENT_SRC) $(PROTO_SRC))
 	$(CC) $(LDFLAGS) $^ -o $@
+
+# Root images from images/NAME/recipe, cached by recipe hash (docs/images.md).  Each build
+# checks the cache itself, so these always run the script; a hit costs nothing.
+IMAGES := base python
+.PHONY: images $(IMAGES:%=image-%)
+images: $(IMAGES:%=image-%)
+$(IMAGES:%=image-%):
+	images/build $(@:image-%=%) $(B)/images/$(@:image-%=%).ext4
 
 # The guest kernel: built once per configuration, shared by every clone through the cache.
 kernel: $(B)/vmlinux
