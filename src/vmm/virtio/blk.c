@@ -70,30 +70,6 @@ static void blk_read_config(struct virtio_dev *d, uint64_t off, void *data, unsi
 	memcpy(data, (uint8_t *)&b->config + off, len);
 }
 
-/* Gather len bytes of a buffer list starting at byte off into b->iov; returns iov count. */
-static int gather(struct virtio_blk *b, const struct virtq_buf *bufs, unsigned nr,
-		  uint64_t off, uint64_t len)
-{
-	int n = 0;
-
-	for (unsigned i = 0; i < nr && len; i++) {
-		if (off >= bufs[i].len) {
-			off -= bufs[i].len;
-			continue;
-		}
-		uint64_t take = bufs[i].len - off;
-
-		if (take > len)
-			take = len;
-		b->iov[n].iov_base = bufs[i].addr + off;
-		b->iov[n].iov_len = take;
-		n++;
-		len -= take;
-		off = 0;
-	}
-	return n;
-}
-
 /* preadv/pwritev until done; false on error or end of file. */
 static bool full_io(int fd, struct iovec *iov, int n, off_t pos, bool write)
 {
@@ -137,7 +113,7 @@ static uint8_t do_request(struct virtio_blk *b, const struct blk_req_header *h,
 	case BLK_T_IN:
 		if (!in_range(b, h->sector, in_data))
 			return BLK_S_IOERR;
-		n = gather(b, c->in, c->nr_in, 0, in_data);
+		n = virtq_bufs_iov(c->in, c->nr_in, 0, in_data, b->iov);
 		if (!full_io(b->fd, b->iov, n, h->sector * SECTOR_SIZE, false))
 			return BLK_S_IOERR;
 		*written = in_data;
@@ -145,7 +121,7 @@ static uint8_t do_request(struct virtio_blk *b, const struct blk_req_header *h,
 	case BLK_T_OUT:
 		if (b->read_only || !in_range(b, h->sector, out_data))
 			return BLK_S_IOERR;
-		n = gather(b, c->out, c->nr_out, sizeof(*h), out_data);
+		n = virtq_bufs_iov(c->out, c->nr_out, sizeof(*h), out_data, b->iov);
 		return full_io(b->fd, b->iov, n, h->sector * SECTOR_SIZE, true) ?
 		       BLK_S_OK : BLK_S_IOERR;
 	case BLK_T_FLUSH:

@@ -140,6 +140,29 @@ bool virtq_should_notify(const struct virtq *vq)
 	return !(__atomic_load_n(&vq->avail[0], __ATOMIC_RELAXED) & VIRTQ_AVAIL_F_NO_INTERRUPT);
 }
 
+int virtq_bufs_iov(const struct virtq_buf *bufs, unsigned nr, uint64_t off, uint64_t len,
+		   struct iovec *iov)
+{
+	int n = 0;
+
+	for (unsigned i = 0; i < nr && len; i++) {
+		if (off >= bufs[i].len) {
+			off -= bufs[i].len;
+			continue;
+		}
+		uint64_t take = bufs[i].len - off;
+
+		if (take > len)
+			take = len;
+		iov[n].iov_base = bufs[i].addr + off;
+		iov[n].iov_len = take;
+		n++;
+		len -= take;
+		off = 0;
+	}
+	return n;
+}
+
 static uint64_t chain_copy(const struct virtq_buf *bufs, unsigned nr, uint64_t off,
 			   uint8_t *mem, uint64_t len, bool to_chain)
 {

@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "../guest_mem.h"
 
@@ -79,6 +80,11 @@ void virtq_push(struct virtq *vq, uint16_t head, uint32_t written);
 
 /* Whether the driver wants an interrupt for used buffers (VIRTQ_AVAIL_F_NO_INTERRUPT unset). */
 bool virtq_should_notify(const struct virtq *vq);
+
+/* iovecs covering len bytes of a buffer list from byte off; returns how many were filled
+ * (at most nr, so an iov array of VIRTQ_MAX_SIZE always suffices). */
+int virtq_bufs_iov(const struct virtq_buf *bufs, unsigned nr, uint64_t off, uint64_t len,
+		   struct iovec *iov);
 
 /* Copy helpers across a chain's buffers; return bytes copied. */
 uint64_t virtq_chain_read(const struct virtq_chain *c, uint64_t off, void *dst, uint64_t len);

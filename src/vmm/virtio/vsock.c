@@ -171,30 +171,6 @@ static bool device_live(const struct virtio_dev *d)
 	return (d->status & VIRTIO_STATUS_DRIVER_OK) && !(d->status & VIRTIO_STATUS_NEEDS_RESET);
 }
 
-/* iovecs for len bytes of a buffer list from byte off; returns how many were filled. */
-static int chain_iov(const struct virtq_buf *bufs, unsigned nr, uint64_t off, uint64_t len,
-		     struct iovec *iov)
-{
-	int n = 0;
-
-	for (unsigned i = 0; i < nr && len; i++) {
-		if (off >= bufs[i].len) {
-			off -= bufs[i].len;
-			continue;
-		}
-		uint64_t take = bufs[i].len - off;
-
-		if (take > len)
-			take = len;
-		iov[n].iov_base = bufs[i].addr + off;
-		iov[n].iov_len = take;
-		n++;
-		len -= take;
-		off = 0;
-	}
-	return n;
-}
-
 /* ---- connection bookkeeping ---- */
 
 static unsigned hash_of(uint32_t host_port, uint32_t guest_port)
@@ -502,7 +478,7 @@ static void to_host(struct virtio_vsock *vs, struct conn *c, const struct virtq_
 		return;
 	}
 	if (!c->buf_len && c->writable) {
-		int n = chain_iov(chain->out, chain->nr_out, VSOCK_HDR_SIZE, len, vs->iov);
+		int n = virtq_bufs_iov(chain->out, chain->nr_out, VSOCK_HDR_SIZE, len, vs->iov);
 
 		done = host_send(c, vs->iov, n);
 		if (c->host_gone)
@@ -522,7 +498,7 @@ static void to_host(struct virtio_vsock *vs, struct conn *c, const struct virtq_
 static uint32_t read_host(struct virtio_vsock *vs, struct conn *c, const struct virtq_chain *rx)
 {
 	uint32_t want = min32(min32(peer_credit(c), rx->in_len - VSOCK_HDR_SIZE), VSOCK_MAX_PAYLOAD);
-	int n = chain_iov(rx->in, rx->nr_in, VSOCK_HDR_SIZE, want, vs->iov);
+	int n = virtq_bufs_iov(rx->in, rx->nr_in, VSOCK_HDR_SIZE, want, vs->iov);
 	ssize_t r;
 
 	do
