@@ -113,15 +113,15 @@ test-agent: programs $(B)/asan/kiln-init
 	KILN_TEST_AGENT=$(B)/asan/kiln-init /usr/bin/python3 -m pytest -q tests/agent
 
 # VM tests boot real guests; tests/vmhost/run decides whether they need the emulated test host.
-test-vm: programs kernel test-guest-bins
+test-vm: programs kernel test-guest-bins images
 	tests/vmhost/maybe-run -- /usr/bin/python3 -m pytest -q tests/integration
 
 test: test-unit test-agent test-vm
 
-demo: programs kernel
+demo: programs kernel image-python
 	tests/vmhost/maybe-run -- scripts/demo
 
-bench: programs kernel
+bench: programs kernel image-base
 	tests/vmhost/maybe-run -- sh -c 'bench/boot && bench/exec'
 
 clean:

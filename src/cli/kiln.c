@@ -6,9 +6,13 @@
  *   kiln down --dir DIR                                    stop it and remove DIR
  *   kiln exec --dir DIR|--sock SOCK [EXEC options] -- CMD ARGS...
  *   kiln cp   --dir DIR|--sock SOCK SRC DST                a guest path is written :PATH
+ *   kiln ps | attach PID | kill PID [SIGNAL]                 processes started through kiln
+ *   kiln ls [--depth N] PATH | stat PATH | mkdir PATH | rm [-r] PATH | mv FROM TO
+ *                                                          (all with --dir DIR|--sock SOCK)
  *
  * VM options:   --image NAME | --rootfs FILE, --cpus N, --memory MIB, --hostname NAME
- * EXEC options: -e K=V (repeatable), -w DIR, -u USER, -t (PTY), --timeout SECONDS
+ * EXEC options: -e K=V (repeatable), -w DIR, -u USER, -t (PTY), --timeout SECONDS,
+ *               --background (print the PID and leave it running; `kiln attach` later)
  *
  * `run` and `exec` return the command's exit status (128+N if killed by signal N, 124 on
  * timeout, like timeout(1)); kiln's own failures return 125 with a one-line reason.
@@ -40,8 +44,8 @@ struct opts {
 	char *env[MAX_ENV + 1];
 	int nenv;
 	const char *cwd, *user;
-	bool tty;
-	unsigned timeout_s;
+	bool tty, background, recursive;
+	unsigned timeout_s, depth;
 };
 
 static volatile sig_atomic_t winch, interrupted;
@@ -65,7 +69,10 @@ static void usage(void)
 		"       kiln down --dir DIR\n"
 		"       kiln exec --dir DIR|--sock SOCK [-e K=V]... [-w DIR] [-u USER] [-t]\n"
 		"                 [--timeout SEC] -- CMD [ARGS...]\n"
-		"       kiln cp   --dir DIR|--sock SOCK SRC DST   (guest paths start with ':')\n");
+		"       kiln cp   --dir DIR|--sock SOCK SRC DST   (guest paths start with ':')\n"
+		"       kiln ps|attach PID|kill PID [SIG]|ls [--depth N] PATH|stat PATH|mkdir PATH|\n"
+		"            rm [-r] PATH|mv FROM TO   (each with --dir DIR|--sock SOCK)\n"
+		"       kiln exec --background ...   prints the PID; kiln attach PID resumes output\n");
 	exit(EXIT_KILN);
 }
 
@@ -84,13 +91,15 @@ static unsigned number(const char *opt, const char *s, unsigned min, unsigned ma
 static int parse(int argc, char **argv, struct opts *o)
 {
 	static const struct option longopts[] = {
-		{ "image", required_argument, NULL, 'i' }, { "rootfs", required_argument, NULL, 'r' },
+		{ "image", required_argument, NULL, 'i' }, { "rootfs", required_argument, NULL, 'F' },
 		{ "cpus", required_argument, NULL, 'c' }, { "memory", required_argument, NULL, 'm' },
 		{ "dir", required_argument, NULL, 'd' }, { "sock", required_argument, NULL, 's' },
 		{ "hostname", required_argument, NULL, 'H' },
 		{ "env", required_argument, NULL, 'e' }, { "workdir", required_argument, NULL, 'w' },
 		{ "user", required_argument, NULL, 'u' }, { "tty", no_argument, NULL, 't' },
 		{ "timeout", required_argument, NULL, 'T' }, { "help", no_argument, NULL, 'h' },
+		{ "background", no_argument, NULL, 'b' }, { "depth", required_argument, NULL, 'D' },
+		{ "recursive", no_argument, NULL, 'R' },
 		{ 0 }
 	};
 	int c;
@@ -99,10 +108,10 @@ static int parse(int argc, char **argv, struct opts *o)
 	o->cpus = 1;
 	o->memory = 512;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+e:w:u:th", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+e:w:u:thr", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'i': o->image = optarg; break;
-		case 'r': o->rootfs = optarg; break;
+		case 'F': o->rootfs = optarg; break;
 		case 'c': o->cpus = number("--cpus", optarg, 1, 32); break;
 		case 'm': o->memory = number("--memory", optarg, 64, 1 << 20); break;
 		case 'd': o->dir = optarg; break;
@@ -119,6 +128,10 @@ static int parse(int argc, char **argv, struct opts *o)
 		case 'u': o->user = optarg; break;
 		case 't': o->tty = true; break;
 		case 'T': o->timeout_s = number("--timeout", optarg, 1, 7 * 24 * 3600); break;
+		case 'b': o->background = true; break;
+		case 'D': o->depth = number("--depth", optarg, 1, 64); break;
+		case 'R':
+		case 'r': o->recursive = true; break;
 		default: usage();
 		}
 	}
@@ -221,7 +234,7 @@ static int do_exec(const char *sock, const struct opts *o, char **cmd)
 	struct agent_error e = { 0 };
 	struct agent_exec x = { .argv = cmd, .env = (char *const *)o->env, .cwd = o->cwd,
 				.user = o->user, .timeout_ms = o->timeout_s * 1000, .pty = o->tty,
-				.stdin_stream = true };
+				.stdin_stream = !o->background, .background = o->background };
 	uint32_t pid;
 	int fd = agent_connect(sock, PROTO_AGENT_PORT, 30000, &e);
 
@@ -251,6 +264,11 @@ static int do_exec(const char *sock, const struct opts *o, char **cmd)
 		if (strcmp(e.path, cmd[0]))
 			return EXIT_KILN;
 		return e.err == ENOENT ? 127 : e.err == EACCES ? 126 : EXIT_KILN;
+	}
+	if (o->background) {
+		printf("%u\n", pid);	/* closing the connection leaves it running */
+		close(fd);
+		return 0;
 	}
 	int status = relay(fd, o->tty);
 
@@ -385,6 +403,101 @@ static int cmd_cp(int argc, char **argv)
 	return 0;
 }
 
+static int connect_or_fail(const struct opts *o)
+{
+	char sock[PATH_MAX];
+	struct agent_error e = { 0 };
+	int fd = agent_connect(target_sock(o, sock, sizeof(sock)), PROTO_AGENT_PORT, 30000, &e);
+
+	if (fd < 0)
+		fail("%s", e.message);
+	return fd;
+}
+
+static int report(int r, const char *what, const struct agent_error *e)
+{
+	if (r == 0)
+		return 0;
+	fprintf(stderr, "kiln: %s: %s%s%s\n", what, e->path[0] ? e->path : "", e->path[0] ? ": " : "",
+		e->message);
+	return EXIT_KILN;
+}
+
+static void print_entry(const struct agent_entry *en, void *ctx)
+{
+	uint8_t type = *(uint8_t *)ctx;
+
+	if (type == MSG_PS)
+		printf("%-8u %-9s %-10s %s\n", en->pid, en->running ? "running" : "exited",
+		       en->background ? "background" : "foreground", en->path);
+	else
+		printf("%c %04o %12llu %s\n", en->type, en->mode, (unsigned long long)en->size,
+		       en->path);
+}
+
+static int cmd_attach(const struct opts *o, char **args, int n)
+{
+	struct agent_error e = { 0 };
+
+	if (n != 1)
+		usage();
+	uint32_t pid = number("attach", args[0], 1, 0x7fffffff);
+	int fd = connect_or_fail(o);
+
+	if (agent_attach(fd, pid, &e))
+		return report(-1, "attach", &e);
+	signal(SIGPIPE, SIG_IGN);
+	return relay(fd, false);
+}
+
+/* ps, attach, kill, ls, stat, mkdir, rm, mv: one request each. */
+static int cmd_guest(const char *cmd, int argc, char **argv)
+{
+	struct opts o;
+	struct agent_error e = { 0 };
+	int i = parse(argc, argv, &o), n = argc - i;
+	char **args = argv + i;
+	uint8_t type;
+
+	if (!strcmp(cmd, "attach"))
+		return cmd_attach(&o, args, n);
+	if (!strcmp(cmd, "ps") && n == 0)
+		type = MSG_PS;
+	else if (!strcmp(cmd, "ls") && n == 1)
+		type = MSG_LIST;
+	else if (!strcmp(cmd, "stat") && n == 1)
+		type = MSG_STAT;
+	else if (!strcmp(cmd, "kill") && (n == 1 || n == 2))
+		type = MSG_KILL;
+	else if (!strcmp(cmd, "mkdir") && n == 1)
+		type = MSG_MKDIR;
+	else if (!strcmp(cmd, "rm") && n == 1)
+		type = MSG_REMOVE;
+	else if (!strcmp(cmd, "mv") && n == 2)
+		type = MSG_RENAME;
+	else
+		usage();
+
+	int fd = connect_or_fail(&o);
+
+	switch (type) {
+	case MSG_PS:
+	case MSG_LIST:
+	case MSG_STAT:
+		return report(agent_entries(fd, type, n ? args[0] : NULL, o.depth, print_entry, &type,
+					    &e), cmd, &e);
+	case MSG_KILL: {
+		uint32_t pid = number("kill", args[0], 1, 0x7fffffff);
+		uint32_t sig = n == 2 ? number("kill", args[1], 1, 64) : SIGTERM;
+
+		return report(agent_kill(fd, pid, sig, &e), cmd, &e);
+	}
+	default:
+		return report(agent_simple(fd, type, args[0], n == 2 ? args[1] : NULL, o.recursive, &e),
+			      cmd, &e);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2)
@@ -404,5 +517,5 @@ int main(int argc, char **argv)
 		return cmd_exec(argc, argv);
 	if (!strcmp(cmd, "cp"))
 		return cmd_cp(argc, argv);
-	usage();
+	return cmd_guest(cmd, argc, argv);
 }

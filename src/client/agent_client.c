@@ -381,16 +381,115 @@ int agent_simple(int fd, uint8_t type, const char *path, const char *path2, uint
 		frame_free(&f);
 		return -1;
 	}
-	if (type == MSG_KILL && (frame_put_u32(&f, TAG_PID, num) || frame_put_u32(&f, TAG_SIGNAL, 15))) {
-		frame_free(&f);
-		return -1;
-	}
 	if (type == MSG_REMOVE && num && frame_put_u8(&f, TAG_RECURSIVE, 1)) {
 		frame_free(&f);
 		return -1;
 	}
 	if (send_frame_free(fd, &f)) {
 		set_error(e, EPIPE, "connection to the guest agent lost", path);
+		return -1;
+	}
+	return final_reply(fd, e, NULL);
+}
+
+int agent_attach(int fd, uint32_t pid, struct agent_error *e)
+{
+	struct frame f;
+	uint8_t *buf = NULL;
+	size_t cap = 0;
+	uint8_t type;
+	uint32_t len;
+	int r = -1;
+
+	if (frame_init(&f, MSG_ATTACH) || frame_put_u32(&f, TAG_PID, pid) || send_frame_free(fd, &f)) {
+		set_error(e, EPIPE, "connection to the guest agent lost", NULL);
+		return -1;
+	}
+	if (proto_read_frame(fd, &buf, &cap, &type, &len) != 1)
+		set_error(e, EPIPE, "connection to the guest agent lost", NULL);
+	else if (type == MSG_ERROR)
+		error_from_frame(buf, len, e);
+	else if (type == MSG_STARTED)
+		r = 0;
+	else
+		set_error(e, EPROTO, "unexpected reply from the guest agent", NULL);
+	free(buf);
+	return r;
+}
+
+static void entry_from_frame(const uint8_t *p, uint32_t len, struct agent_entry *en)
+{
+	struct field f;
+	uint8_t v8;
+
+	memset(en, 0, sizeof(*en));
+	if (frame_find(p, len, TAG_PID, &f))
+		field_u32(&f, &en->pid);
+	if (frame_find(p, len, TAG_PATH, &f) || frame_find(p, len, TAG_MESSAGE, &f))
+		field_str(&f, en->path, sizeof(en->path));
+	if (frame_find(p, len, TAG_RUNNING, &f) && field_u8(&f, &v8))
+		en->running = v8;
+	if (frame_find(p, len, TAG_BACKGROUND, &f) && field_u8(&f, &v8))
+		en->background = v8;
+	if (frame_find(p, len, TAG_TYPE, &f) && field_u8(&f, &v8))
+		en->type = v8;
+	if (frame_find(p, len, TAG_SIZE, &f))
+		field_u64(&f, &en->size);
+	if (frame_find(p, len, TAG_MTIME, &f))
+		field_u64(&f, &en->mtime);
+	if (frame_find(p, len, TAG_MODE, &f))
+		field_u32(&f, &en->mode);
+}
+
+int agent_entries(int fd, uint8_t type, const char *path, uint32_t depth,
+		  void (*fn)(const struct agent_entry *, void *), void *ctx, struct agent_error *e)
+{
+	struct frame f;
+	struct agent_entry en;
+	uint8_t *buf = NULL;
+	size_t cap = 0;
+	uint8_t t;
+	uint32_t len;
+	int r = -1;
+
+	if (frame_init(&f, type) || (path && frame_put_str(&f, TAG_PATH, path)) ||
+	    (depth && frame_put_u32(&f, TAG_DEPTH, depth)) || send_frame_free(fd, &f)) {
+		set_error(e, EPIPE, "connection to the guest agent lost", path);
+		return -1;
+	}
+	for (;;) {
+		if (proto_read_frame(fd, &buf, &cap, &t, &len) != 1) {
+			set_error(e, EPIPE, "connection to the guest agent lost", path);
+			break;
+		}
+		if (t == MSG_ENTRY) {
+			entry_from_frame(buf, len, &en);
+			fn(&en, ctx);
+			if (type == MSG_STAT) {
+				r = 0;
+				break;
+			}
+			continue;
+		}
+		if (t == MSG_END)
+			r = 0;
+		else if (t == MSG_ERROR)
+			error_from_frame(buf, len, e);
+		else
+			set_error(e, EPROTO, "unexpected reply from the guest agent", path);
+		break;
+	}
+	free(buf);
+	return r;
+}
+
+int agent_kill(int fd, uint32_t pid, uint32_t sig, struct agent_error *e)
+{
+	struct frame f;
+
+	if (frame_init(&f, MSG_KILL) || frame_put_u32(&f, TAG_PID, pid) ||
+	    frame_put_u32(&f, TAG_SIGNAL, sig) || send_frame_free(fd, &f)) {
+		set_error(e, EPIPE, "connection to the guest agent lost", NULL);
 		return -1;
 	}
 	return final_reply(fd, e, NULL);

@@ -67,8 +67,27 @@ int agent_write_file(int fd, const char *path, uint32_t mode, int src, uint64_t 
 		     struct agent_error *e);
 int agent_read_file(int fd, const char *path, int dst, uint64_t *bytes, struct agent_error *e);
 
-/* Requests answered by OK or ERROR: MKDIR, REMOVE (num 1: recursive), RENAME, KILL (num: pid,
- * SIGTERM). */
+/* Re-attach to a background process: on success events follow as after agent_exec_start. */
+int agent_attach(int fd, uint32_t pid, struct agent_error *e);
+
+/* One process (PS) or directory entry (LIST, STAT). */
+struct agent_entry {
+	uint32_t pid;
+	bool running, background;
+	char path[4096];	/* LIST/STAT: the path; PS: the command line */
+	char type;		/* 'f', 'd', 'l', 'o' */
+	uint64_t size, mtime;
+	uint32_t mode;
+};
+
+/* PS, LIST or STAT: calls fn for every entry.  0 or -1 with e set. */
+int agent_entries(int fd, uint8_t type, const char *path, uint32_t depth,
+		  void (*fn)(const struct agent_entry *, void *), void *ctx, struct agent_error *e);
+
+/* Signal a process the agent started. */
+int agent_kill(int fd, uint32_t pid, uint32_t sig, struct agent_error *e);
+
+/* Requests answered by OK or ERROR: MKDIR, REMOVE (num 1: recursive), RENAME. */
 int agent_simple(int fd, uint8_t type, const char *path, const char *path2, uint32_t num,
 		 struct agent_error *e);
 

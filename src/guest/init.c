@@ -164,10 +164,14 @@ static void setup_cgroups(void)
 	char buf[64];
 	struct sysinfo si;
 
-	write_file(AGENT_CGROUP "/cgroup.subtree_control", "+pids +memory");
+	write_file(AGENT_CGROUP "/cgroup.subtree_control", "+pids +memory +cpu");
 	mkdir(AGENT_CGROUP "/agent", 0755);
 	mkdir(AGENT_CGROUP "/user", 0755);
 	write_file(AGENT_CGROUP "/agent/cgroup.procs", "1");
+	/* Under a CPU storm the agent still gets 99% of a contended CPU, so the host can reach it
+	 * and kill the storm. */
+	write_file(AGENT_CGROUP "/agent/cpu.weight", "10000");
+	write_file(AGENT_CGROUP "/user/cpu.weight", "100");
 	if (sysinfo(&si) == 0) {
 		unsigned long long total = (unsigned long long)si.totalram * si.mem_unit;
 		unsigned long long reserve = 24ULL << 20;
@@ -178,11 +182,11 @@ static void setup_cgroups(void)
 		}
 	}
 	/* Enough tasks for real workloads (threads count), few enough that a fork bomb meets
-	 * this wall before memory runs out: 8 per MiB of guest RAM, at least 1024. */
+	 * this wall long before memory runs out: 2 per MiB of guest RAM, at least 512. */
 	if (sysinfo(&si) == 0) {
 		unsigned long long mib = ((unsigned long long)si.totalram * si.mem_unit) >> 20;
 
-		snprintf(buf, sizeof(buf), "%llu", mib * 8 > 1024 ? mib * 8 : 1024);
+		snprintf(buf, sizeof(buf), "%llu", mib * 2 > 512 ? mib * 2 : 512);
 		write_file(AGENT_CGROUP "/user/pids.max", buf);
 	}
 }

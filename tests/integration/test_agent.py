@@ -1,0 +1,142 @@
+"""The guest agent in a real microVM: kiln-init as PID 1 from its initramfs, reached through
+kiln-vmm's vsock, driven by the kiln CLI.  One VM serves the whole module (boots are slow in
+the VM test host); every test leaves it usable for the next, which is itself a check."""
+import hashlib
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, make_ext4, make_rootfs
+
+KILN = ROOT / "build" / "kiln"
+
+
+def busybox_image(tmp):
+    """A tiny root image: busybox, a passwd with root and an unprivileged user."""
+    root = Path(tmp) / "rootfs"
+    make_rootfs(root, "exit 0")
+    etc = root / "etc"
+    etc.mkdir()
+    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
+                                "user:x:1000:1000:user:/home/user:/bin/sh\n")
+    (etc / "group").write_text("root:x:0:\nuser:x:1000:\n")
+    for d in ("root", "home/user", "tmp", "run"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    os.chown(root / "home/user", 1000, 1000)
+    (root / "tmp").chmod(0o1777)
+    image = Path(tmp) / "busybox.ext4"
+    make_ext4(image, root, size_mib=32)
+    return image
+
+
+@pytest.fixture(scope="module")
+def vm(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("agentvm")
+    image = busybox_image(tmp)
+    vmdir = tmp / "vm"
+    r = subprocess.run([str(KILN), "up", "--rootfs", str(image), "--dir", str(vmdir),
+                        "--cpus", "2", "--memory", "512", "--hostname", "kiln-test"],
+                       capture_output=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    yield vmdir
+    subprocess.run([str(KILN), "down", "--dir", str(vmdir)], timeout=60)
+
+
+def kiln(vm, *args, input=None, timeout=180):
+    cmd = [str(KILN), args[0], "--dir", str(vm)] + [str(a) for a in args[1:]]
+    return subprocess.run(cmd, input=input, capture_output=True, timeout=timeout)
+
+
+def test_agent_is_pid_1_on_an_overlay_root(vm):
+    r = kiln(vm, "exec", "--", "sh", "-c",
+             "cat /proc/1/comm; hostname; grep ' / ' /proc/mounts | cut -d' ' -f3")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().split() == ["init", "kiln-test", "overlay"]
+
+
+def test_exit_codes_and_streams(vm):
+    r = kiln(vm, "exec", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (r.returncode, r.stdout, r.stderr) == (3, b"out\n", b"err\n")
+
+
+def test_stdin_10mb(vm):
+    data = os.urandom(10 << 20)
+    r = kiln(vm, "exec", "--", "sha256sum", input=data)
+    assert r.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+
+
+def test_file_round_trip_100mb(vm, tmp_path):
+    src = tmp_path / "big.bin"
+    with open(src, "wb") as f:
+        for _ in range(100):
+            f.write(os.urandom(1 << 20))
+    assert kiln(vm, "cp", src, ":/home/user/big.bin").returncode == 0
+    r = kiln(vm, "exec", "--", "sha256sum", "/home/user/big.bin")
+    assert r.stdout.split()[0].decode() == hashlib.sha256(src.read_bytes()).hexdigest()
+    back = tmp_path / "back.bin"
+    assert kiln(vm, "cp", ":/home/user/big.bin", back).returncode == 0
+    assert back.read_bytes() == src.read_bytes()
+    kiln(vm, "exec", "--", "rm", "/home/user/big.bin")
+
+
+def test_tty_under_pty(vm):
+    r = kiln(vm, "exec", "-t", "--", "tty")
+    assert r.returncode == 0 and r.stdout.startswith(b"/dev/pts/")
+
+
+def test_timeout_kills_a_sleeping_command(vm):
+    r = kiln(vm, "exec", "--timeout", "2", "--", "sleep", "600")
+    assert r.returncode == 124
+
+
+def test_env_cwd_user(vm):
+    r = kiln(vm, "exec", "-e", "GREETING=hi there", "-w", "/tmp", "-u", "user", "--",
+             "sh", "-c", 'echo "$GREETING|$(pwd)|$(id -u)|$HOME"')
+    assert r.stdout.decode().strip() == "hi there|/tmp|1000|/home/user"
+
+
+def test_twenty_concurrent_commands(vm):
+    procs = [subprocess.Popen([str(KILN), "exec", "--dir", str(vm), "--", "sh", "-c",
+                               f"sleep 1; echo job{i}"], stdout=subprocess.PIPE)
+             for i in range(20)]
+    outs = sorted(p.communicate(timeout=300)[0] for p in procs)
+    assert all(p.returncode == 0 for p in procs)
+    assert outs == sorted(f"job{i}\n".encode() for i in range(20))
+
+
+def test_memory_hog_does_not_kill_the_agent(vm):
+    # tail keeps every line of an endless stream in memory until the OOM killer ends it.
+    r = kiln(vm, "exec", "--timeout", "120", "--", "sh", "-c",
+             "head -c 2000000000 /dev/zero | tr '\\0' 'x' | fold -w 1000 | tail -n 100000000")
+    assert r.returncode != 0
+    assert kiln(vm, "exec", "--", "echo", "alive").stdout == b"alive\n"
+
+
+def test_fork_bomb_does_not_kill_the_agent(vm):
+    r = kiln(vm, "exec", "--timeout", "10", "--", "sh", "-c", "b() { b | b & }; b")
+    assert kiln(vm, "exec", "--", "echo", "alive").stdout == b"alive\n"
+
+
+def test_hostile_frames_from_the_host(vm):
+    # Straight at the agent through the vsock socket, with a malformed frame.
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(60)
+    s.connect(str(vm / "vsock.sock"))
+    s.sendall(b"CONNECT 52\n")
+    line = b""
+    while not line.endswith(b"\n"):
+        line += s.recv(1)
+    assert line.startswith(b"OK ")
+    s.sendall(b"\xff\xff\xff\xff\x01\x01\x00\x00garbage")
+    s.settimeout(60)
+    try:
+        while s.recv(4096):
+            pass
+    except (ConnectionResetError, socket.timeout):
+        pass
+    s.close()
+    assert kiln(vm, "exec", "--", "echo", "alive").stdout == b"alive\n"
