@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -489,6 +490,29 @@ int agent_kill(int fd, uint32_t pid, uint32_t sig, struct agent_error *e)
 
 	if (frame_init(&f, MSG_KILL) || frame_put_u32(&f, TAG_PID, pid) ||
 	    frame_put_u32(&f, TAG_SIGNAL, sig) || send_frame_free(fd, &f)) {
+		set_error(e, EPIPE, "connection to the guest agent lost", NULL);
+		return -1;
+	}
+	return final_reply(fd, e, NULL);
+}
+
+int agent_set_identity(int fd, const char *hostname, const char *sandbox_id, char *const *env,
+		       struct agent_error *e)
+{
+	struct frame f;
+	struct timespec now;
+	uint8_t entropy[64];
+
+	if (getrandom(entropy, sizeof(entropy), 0) != sizeof(entropy)) {
+		set_error(e, errno, "no host entropy", NULL);
+		return -1;
+	}
+	clock_gettime(CLOCK_REALTIME, &now);
+	if (frame_init(&f, MSG_IDENTITY) || frame_put(&f, TAG_DATA, entropy, sizeof(entropy)) ||
+	    frame_put_u64(&f, TAG_TIME_NS, (uint64_t)now.tv_sec * 1000000000ULL + now.tv_nsec) ||
+	    (hostname && frame_put_str(&f, TAG_HOSTNAME, hostname)) ||
+	    (sandbox_id && frame_put_str(&f, TAG_SANDBOX_ID, sandbox_id)) ||
+	    put_strv(&f, TAG_ENV, env) || send_frame_free(fd, &f)) {
 		set_error(e, EPIPE, "connection to the guest agent lost", NULL);
 		return -1;
 	}

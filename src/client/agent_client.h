@@ -84,6 +84,11 @@ struct agent_entry {
 int agent_entries(int fd, uint8_t type, const char *path, uint32_t depth,
 		  void (*fn)(const struct agent_entry *, void *), void *ctx, struct agent_error *e);
 
+/* After a restore: fresh entropy, the host's wall clock, a hostname and environment for every
+ * later process.  NULL/0 leaves an item unchanged (entropy and clock are always sent). */
+int agent_set_identity(int fd, const char *hostname, const char *sandbox_id, char *const *env,
+		       struct agent_error *e);
+
 /* Signal a process the agent started. */
 int agent_kill(int fd, uint32_t pid, uint32_t sig, struct agent_error *e);
 

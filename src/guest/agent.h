@@ -42,6 +42,11 @@ int op_mkdir(int conn, const struct request *req);
 int op_remove(int conn, const struct request *req);
 int op_rename(int conn, const struct request *req);
 int op_info(int conn);
+int op_identity(int conn, const struct request *req);
+
+/* Environment every process gets before its request's own (set by IDENTITY); NULL-terminated,
+ * freed with the caller's free of each string and the vector. */
+char **identity_env(int *count);
 
 /* Replies shared by the operations. */
 int send_error(int conn, int err, const char *message, const char *path);

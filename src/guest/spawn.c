@@ -18,6 +18,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "agent.h"
 #include "spawn.h"
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -76,10 +77,25 @@ static int env_find(char **env, int n, const char *kv)
 	return -1;
 }
 
-/* The environment: sane defaults for the user, then the request's variables on top. */
+static int env_merge(char **env, int n, char **add, int count)
+{
+	for (int i = 0; i < count; i++) {
+		int at = env_find(env, n, add[i]);
+
+		if (at >= 0)
+			env[at] = add[i];
+		else
+			env[n++] = add[i];
+	}
+	return n;
+}
+
+/* The environment: sane defaults for the user, the sandbox's (IDENTITY), then the request's. */
 static char **build_env(const struct spawn_req *r, const struct user_info *u)
 {
-	int cap = r->envc + 8, n = 0;
+	int idc, n = 0;
+	char **id = identity_env(&idc);
+	int cap = r->envc + idc + 8;
 	char **env = calloc(cap + 1, sizeof(char *));
 	char buf[1200];
 
@@ -97,14 +113,9 @@ static char **build_env(const struct spawn_req *r, const struct user_info *u)
 	env[n++] = strdup("LANG=C.UTF-8");
 	if (r->pty)
 		env[n++] = strdup("TERM=xterm-256color");
-	for (int i = 0; i < r->envc; i++) {
-		int at = env_find(env, n, r->envp[i]);
-
-		if (at >= 0)
-			env[at] = r->envp[i];
-		else
-			env[n++] = r->envp[i];
-	}
+	n = env_merge(env, n, id, idc);
+	n = env_merge(env, n, r->envp, r->envc);
+	free(id);		/* the strings now belong to env */
 	env[n] = NULL;
 	return env;
 }

@@ -76,6 +76,7 @@ static int dispatch(int conn, const struct request *req)
 	case MSG_REMOVE: return op_remove(conn, req);
 	case MSG_RENAME: return op_rename(conn, req);
 	case MSG_INFO: return op_info(conn);
+	case MSG_IDENTITY: return op_identity(conn, req);
 	default: return send_error(conn, EPROTO, "unknown request type", NULL);
 	}
 }

@@ -42,6 +42,7 @@ enum proto_type {
 	MSG_REMOVE,
 	MSG_RENAME,
 	MSG_INFO,		/* health and info */
+	MSG_IDENTITY,		/* after a restore: fresh entropy, wall clock, hostname, env */
 
 	/* within an operation */
 	MSG_STARTED = 32,	/* agent: process running; PID */
@@ -101,6 +102,8 @@ enum proto_tag {
 	TAG_OFFSET,		/* u64 */
 	TAG_LENGTH,		/* u64 */
 	TAG_DROPPED,		/* u64: output bytes lost while nobody was attached */
+	TAG_TIME_NS,		/* u64: wall clock, ns since the epoch */
+	TAG_SANDBOX_ID,		/* string */
 };
 
 /* A frame being built or parsed.  Built frames own buf; parsed frames point into a buffer. */

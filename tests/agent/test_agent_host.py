@@ -177,3 +177,24 @@ def test_ps_and_kill(agent):
     s = agent.connect()
     s.sendall(frame(MSG_KILL, [(TAG_PID, (1).to_bytes(4, "little"))]))
     assert read_frame(s)[0] == MSG_ERROR  # never anything the agent did not start
+
+
+IDENTITY, TAG_ENV, TAG_TIME_NS, TAG_SANDBOX_ID = 13, 3, 41, 42
+
+
+def test_identity_sets_environment_for_later_processes(agent):
+    s = agent.connect()
+    s.sendall(frame(IDENTITY, [(TAG_DATA, os.urandom(64)), (TAG_SANDBOX_ID, b"sbx-123"),
+                               (TAG_ENV, b"TEAM=data"), (TAG_ENV, b"PATH=/usr/bin:/bin")]))
+    assert read_frame(s)[0] == 43  # MSG_OK
+    r = agent.kiln("exec", "-e", "TEAM=override", "--", "sh", "-c",
+                   'echo "$KILN_SANDBOX_ID $TEAM $PATH"')
+    assert r.stdout == b"sbx-123 override /usr/bin:/bin\n"
+    for bad in ([(TAG_ENV, b"NOEQUALS")], [(TAG_DATA, b"")], [(TAG_DATA, b"x" * 513)]):
+        s = agent.connect()
+        s.sendall(frame(IDENTITY, bad))
+        assert read_frame(s)[0] == MSG_ERROR
+    s = agent.connect()
+    s.sendall(frame(IDENTITY, []))  # clears the sandbox environment again
+    assert read_frame(s)[0] == 43
+    assert agent.kiln("exec", "--", "sh", "-c", 'echo "[$TEAM]"').stdout == b"[]\n"
