@@ -20,7 +20,8 @@ export KILN_CACHE
 B := build
 
 COMMON_SRC := $(wildcard src/common/*.c)
-VMM_SRC    := $(wildcard src/vmm/*.c src/vmm/x86/*.c src/vmm/devices/*.c src/vmm/virtio/*.c)
+VMM_SRC    := $(wildcard src/vmm/*.c src/vmm/x86/*.c src/vmm/devices/*.c src/vmm/virtio/*.c \
+		src/vmm/snapshot/*.c)
 VMM_LIB    := $(filter-out src/vmm/main.c,$(VMM_SRC)) $(COMMON_SRC)
 PROTO_SRC  := $(wildcard src/proto/*.c)
 GUEST_SRC  := $(wildcard src/guest/*.c)
