@@ -55,6 +55,7 @@ struct session {
 	struct ring ring[2];		/* stdout, stderr while detached */
 	uint64_t dropped;
 	char info_path[100], sock_path[100];
+	char cgroup[128];		/* the process tree's own cgroup, or empty */
 	char cmdline[256];
 };
 
@@ -215,7 +216,6 @@ static int parse_exec(const struct request *req, struct spawn_req *sr, uint32_t 
 	}
 	sr->want_stdin = req_u8(req, TAG_STDIN, &flag) && flag;
 	*background = req_u8(req, TAG_BACKGROUND, &flag) && flag;
-	sr->in_cgroup = agent_is_init;
 	return 0;
 }
 
@@ -224,6 +224,21 @@ static void session_kill(struct session *s, int sig)
 	/* The process leads its own group; signal the group so children go too. */
 	if (kill(-s->pid, sig) < 0)
 		kill(s->pid, sig);
+	/* A kill must also reach what left the group (setsid, daemons) or was being forked
+	 * while we signalled (a fork bomb): cgroup.kill takes the whole tree atomically. */
+	if (sig == SIGKILL && s->cgroup[0]) {
+		char path[160];
+		int fd;
+
+		snprintf(path, sizeof(path), "%s/cgroup.kill", s->cgroup);
+		fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			ssize_t w = write(fd, "1", 1);
+
+			(void)w;
+			close(fd);
+		}
+	}
 }
 
 static int send_started(struct session *s)
@@ -519,6 +534,8 @@ static void session_cleanup(struct session *s)
 	free(s->pending);
 	if (s->conn >= 0)
 		close(s->conn);
+	if (s->cgroup[0])
+		rmdir(s->cgroup);	/* fails, harmlessly, while children it left still run */
 }
 
 static void describe(struct session *s, char **argv)
@@ -561,11 +578,20 @@ int op_exec(int conn, const struct request *req)
 	}
 	mkdir("/run/kiln", 0700);
 	mkdir(AGENT_RUN_DIR, 0700);
+	/* Each process tree gets its own cgroup under the capped user group, named by worker. */
+	if (agent_is_init) {
+		snprintf(s.cgroup, sizeof(s.cgroup), AGENT_CGROUP "/user/exec-%d", getpid());
+		if (mkdir(s.cgroup, 0755) < 0 && errno != EEXIST)
+			s.cgroup[0] = 0;
+		snprintf(sr.cgroup, sizeof(sr.cgroup), "%s", s.cgroup);
+	}
 	r = spawn_process(&sr, &res, &fail);
 	if (r != 0) {
 		if (r == 1)
 			waitpid(res.pid, NULL, 0);
 		r = start_failed(conn, &fail, &sr);
+		if (s.cgroup[0])
+			rmdir(s.cgroup);
 		free_strv(sr.argv);
 		free(sr.envp);
 		return r;

@@ -164,9 +164,13 @@ static void report_and_exit(int fd, int stage)
 	_exit(127);
 }
 
-static void join_user_cgroup(void)
+static void join_cgroup(const char *dir)
 {
-	int fd = open("/sys/fs/cgroup/user/cgroup.procs", O_WRONLY | O_CLOEXEC);
+	char path[256];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
 
 	if (fd >= 0) {
 		ssize_t w = write(fd, "0", 1);
@@ -208,8 +212,8 @@ static void child(const struct spawn_req *r, const struct user_info *u, char **e
 		(void)w;
 		close(fd);
 	}
-	if (r->in_cgroup)
-		join_user_cgroup();
+	if (r->cgroup[0])
+		join_cgroup(r->cgroup);
 	if (chdir(r->cwd[0] ? r->cwd : u->home) < 0 && (r->cwd[0] || chdir("/") < 0))
 		report_and_exit(status_fd, SPAWN_STAGE_CWD);
 	if (setgroups(1, &u->gid) < 0 || setgid(u->gid) < 0 || setuid(u->uid) < 0)

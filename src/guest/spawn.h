@@ -25,7 +25,7 @@ struct spawn_req {
 	bool pty;
 	uint16_t rows, cols;
 	bool want_stdin;
-	bool in_cgroup;		/* move into the user cgroup (only when we are the guest's init) */
+	char cgroup[128];	/* cgroup directory to run in; empty: stay where we are */
 };
 
 struct spawn_result {
