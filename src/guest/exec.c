@@ -441,6 +441,28 @@ static void on_exit_event(struct session *s)
 	write_info(s);
 }
 
+/* After cgroup.kill, let the tree actually die before reporting, so a caller that sees the
+ * timeout's EXIT finds nothing of the command still running (bounded: dying can be slow). */
+static void wait_cgroup_empty(const char *cgroup, int max_ms)
+{
+	char path[160], buf[256];
+
+	snprintf(path, sizeof(path), "%s/cgroup.events", cgroup);
+	for (int waited = 0; waited < max_ms; waited += 10) {
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+
+		if (fd >= 0)
+			close(fd);
+		if (n <= 0)
+			return;
+		buf[n] = 0;
+		if (strstr(buf, "populated 0"))
+			return;
+		usleep(10000);
+	}
+}
+
 /* True when the session is over and the worker can leave. */
 static bool finished(struct session *s)
 {
@@ -451,6 +473,8 @@ static bool finished(struct session *s)
 	if (!drained)
 		return false;
 	if (s->conn >= 0) {
+		if (s->timed_out && s->cgroup[0])
+			wait_cgroup_empty(s->cgroup, 10000);
 		send_exit(s);
 		return true;
 	}
