@@ -45,6 +45,11 @@ def vm(tmp_path_factory):
                        capture_output=True, timeout=600)
     assert r.returncode == 0, r.stderr
     yield vmdir
+    # Keep the logs (kiln down removes the directory) and show them if a test failed.
+    for name in ("console.log", "vmm.log"):
+        if (vmdir / name).exists():
+            shutil.copy(vmdir / name, tmp / name)
+            print(f"--- {name} (last 3000 bytes)\n" + (tmp / name).read_bytes()[-3000:].decode(errors="replace"))
     subprocess.run([str(KILN), "down", "--dir", str(vmdir)], timeout=60)
 
 
