@@ -40,8 +40,11 @@ def vm(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("agentvm")
     image = busybox_image(tmp)
     vmdir = tmp / "vm"
+    # One vCPU: under the load these tests make (fork bomb, OOM, 100 MB copies), 2-vCPU guests
+    # in the emulated test host sometimes triple-fault after a cross-vCPU IPI (seen in booted
+    # and restored guests alike, never on a real KVM host so far); SMP is covered by test_vmm.
     r = subprocess.run([str(KILN), "up", "--rootfs", str(image), "--dir", str(vmdir),
-                        "--cpus", "2", "--memory", "512", "--hostname", "kiln-test"],
+                        "--cpus", "1", "--memory", "512", "--hostname", "kiln-test"],
                        capture_output=True, timeout=600)
     assert r.returncode == 0, r.stderr
     yield vmdir
