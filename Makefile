@@ -123,7 +123,7 @@ demo: programs kernel image-python
 	tests/vmhost/maybe-run -- scripts/demo
 
 bench: programs kernel image-base
-	tests/vmhost/maybe-run -- sh -c 'bench/boot && bench/exec'
+	tests/vmhost/maybe-run -- sh -c 'bench/boot && bench/exec && bench/snapshot'
 
 clean:
 	rm -rf $(B)

@@ -1,21 +1,24 @@
 /*
- * main.c - kiln-vmm: boot one Linux microVM on KVM and run it until the guest stops.
+ * main.c - kiln-vmm: boot one Linux microVM on KVM, or resume one from a snapshot, and run it
+ * until the guest stops.
  *
  *   kiln-vmm --kernel vmlinux [--initrd FILE] [--cmdline STR] [--cpus N] [--memory MIB]
  *            [--disk PATH[,ro][,id=SERIAL]]... [--serial stdio|file:PATH|none]
- *            [--vsock CID,PATH]
+ *            [--vsock CID,PATH] [--control PATH]
+ *   kiln-vmm --restore DIR [--disk N=PATH]... [--serial ...] [--vsock CID,PATH] [--control PATH]
  *
- * Exit status: 0 when the guest powers off, halts or reboots; 1 when it crashes (kernel panic,
- * triple fault, KVM refusing to run it), with the reason on stderr; 2 for bad arguments or
- * unusable inputs, before any guest code runs.
+ * Exit status: 0 when the guest powers off, halts or reboots, or is stopped through the control
+ * socket; 1 when it crashes (kernel panic, triple fault, KVM refusing to run it), with the
+ * reason on stderr; 2 for bad arguments or unusable inputs (a bad snapshot included), before any
+ * guest code runs.
  *
  * The main thread owns set-up and then waits: on the exit eventfd, on stdin for the serial
- * console, on termination signals, and on a timer that drives the halt watch and the panic
- * deadline.  vCPU threads do everything else.
+ * console, on termination signals, on the control socket, and on a timer that drives the halt
+ * watch and the panic deadline.  vCPU threads (and the vsock I/O thread) do everything else.
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,38 +33,18 @@
 #include <unistd.h>
 
 #include "../common/log.h"
-#include "devices/i8042.h"
-#include "devices/serial.h"
-#include "virtio/devices.h"
-#include "vm.h"
+#include "control.h"
+#include "machine.h"
+#include "options.h"
+#include "snapshot/kvm_state.h"
+#include "snapshot/snapshot.h"
 #include "x86/boot.h"
 #include "x86/cpuid.h"
 #include "x86/layout.h"
 #include "x86/mptable.h"
 
-#define MAX_DISKS		16
-#define MAX_VIRTIO		(IOAPIC_PINS - IRQ_VIRTIO_FIRST)
-#define DEFAULT_CMDLINE		"console=ttyS0 reboot=k panic=-1"
 #define WATCH_INTERVAL_MS	200
 #define PANIC_GRACE_MS		2000
-
-struct disk_arg {
-	const char *path;
-	bool read_only;
-	char id[21];
-};
-
-struct options {
-	const char *kernel, *initrd, *cmdline;
-	unsigned cpus;
-	uint64_t memory_mib;
-	struct disk_arg disk[MAX_DISKS];
-	unsigned nr_disks;
-	enum { SERIAL_STDIO, SERIAL_FILE, SERIAL_NONE } serial;
-	const char *serial_path;
-	uint32_t vsock_cid;
-	const char *vsock_path;		/* NULL: no vsock device */
-};
 
 /* What the console watcher learned; written by vCPU threads under the serial lock. */
 struct panic_watch {
@@ -70,140 +53,12 @@ struct panic_watch {
 	struct timespec when;
 };
 
-static struct vm vm;
-static struct serial serial;
-static struct i8042 kbd;
+static struct machine m;
+static struct control ctl = { .listen_fd = -1 };
 static struct panic_watch panic_watch;
 static struct termios saved_tty;
 static bool tty_raw;
-
-static void usage(FILE *f)
-{
-	fprintf(f,
-		"usage: kiln-vmm --kernel VMLINUX [--initrd FILE] [--cmdline STR] [--cpus N]\n"
-		"                [--memory MIB] [--disk PATH[,ro][,id=SERIAL]]...\n"
-		"                [--serial stdio|file:PATH|none] [--vsock CID,PATH] [--verbose]\n"
-		"Boots VMLINUX (an uncompressed ELF kernel) in a KVM microVM.  --vsock gives the\n"
-		"guest CID (3 or more) a virtio-vsock device whose host side is the unix socket\n"
-		"PATH (Firecracker's hybrid vsock).  Exit status:\n"
-		"0 guest powered off or rebooted, 1 guest crashed, 2 bad arguments.\n");
-}
-
-static unsigned long parse_number(const char *opt, const char *s, unsigned long min,
-				  unsigned long max)
-{
-	char *end;
-	unsigned long v;
-
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || s[0] == '-')
-		die(VM_EXIT_USAGE, "%s: '%s' is not a number", opt, s);
-	if (v < min || v > max)
-		die(VM_EXIT_USAGE, "%s: %lu is out of range (%lu to %lu)", opt, v, min, max);
-	return v;
-}
-
-static void parse_disk(struct options *o, char *arg)
-{
-	struct disk_arg *d;
-	char *opt;
-
-	if (o->nr_disks == MAX_DISKS)
-		die(VM_EXIT_USAGE, "--disk: at most %d disks", MAX_DISKS);
-	d = &o->disk[o->nr_disks];
-	d->path = strtok(arg, ",");
-	if (!d->path || !*d->path)
-		die(VM_EXIT_USAGE, "--disk: missing path");
-	snprintf(d->id, sizeof(d->id), "kiln-disk%u", o->nr_disks);
-	while ((opt = strtok(NULL, ","))) {
-		if (!strcmp(opt, "ro"))
-			d->read_only = true;
-		else if (!strcmp(opt, "rw"))
-			d->read_only = false;
-		else if (!strncmp(opt, "id=", 3) && strlen(opt + 3) <= 20)
-			snprintf(d->id, sizeof(d->id), "%s", opt + 3);
-		else
-			die(VM_EXIT_USAGE, "--disk: unknown option '%s' (ro, rw, id=SERIAL up to 20 "
-			    "characters)", opt);
-	}
-	o->nr_disks++;
-}
-
-static void parse_serial(struct options *o, const char *arg)
-{
-	if (!strcmp(arg, "stdio"))
-		o->serial = SERIAL_STDIO;
-	else if (!strcmp(arg, "none"))
-		o->serial = SERIAL_NONE;
-	else if (!strncmp(arg, "file:", 5) && arg[5])
-		o->serial = SERIAL_FILE, o->serial_path = arg + 5;
-	else
-		die(VM_EXIT_USAGE, "--serial: expected stdio, none or file:PATH, got '%s'", arg);
-}
-
-static void parse_vsock(struct options *o, char *arg)
-{
-	char *comma = strchr(arg, ',');
-
-	if (o->vsock_path)
-		die(VM_EXIT_USAGE, "--vsock: only one vsock device");
-	if (!comma || !comma[1])
-		die(VM_EXIT_USAGE, "--vsock: expected CID,PATH, got '%s'", arg);
-	*comma = '\0';
-	o->vsock_cid = parse_number("--vsock CID", arg, 3, UINT32_MAX - 1);
-	o->vsock_path = comma + 1;
-}
-
-static uint64_t host_memory_mib(void)
-{
-	return (uint64_t)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) >> 20;
-}
-
-static void parse_args(struct options *o, int argc, char **argv)
-{
-	static const struct option longopts[] = {
-		{ "kernel", required_argument, NULL, 'k' },
-		{ "initrd", required_argument, NULL, 'i' },
-		{ "cmdline", required_argument, NULL, 'c' },
-		{ "cpus", required_argument, NULL, 'p' },
-		{ "memory", required_argument, NULL, 'm' },
-		{ "disk", required_argument, NULL, 'd' },
-		{ "serial", required_argument, NULL, 's' },
-		{ "vsock", required_argument, NULL, 'V' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, 'h' },
-		{ 0 }
-	};
-	int c;
-
-	memset(o, 0, sizeof(*o));
-	o->cpus = 1;
-	o->memory_mib = 128;
-	o->cmdline = DEFAULT_CMDLINE;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'k': o->kernel = optarg; break;
-		case 'i': o->initrd = optarg; break;
-		case 'c': o->cmdline = optarg; break;
-		case 'p': o->cpus = parse_number("--cpus", optarg, 1, VM_MAX_VCPUS); break;
-		case 'm':
-			o->memory_mib = parse_number("--memory", optarg, GUEST_MEM_MIN_MIB,
-						     host_memory_mib());
-			break;
-		case 'd': parse_disk(o, optarg); break;
-		case 's': parse_serial(o, optarg); break;
-		case 'V': parse_vsock(o, optarg); break;
-		case 'v': log_set_verbose(true); break;
-		case 'h': usage(stdout); exit(0);
-		default: usage(stderr); exit(VM_EXIT_USAGE);
-		}
-	}
-	if (optind < argc)
-		die(VM_EXIT_USAGE, "unexpected argument '%s' (see --help)", argv[optind]);
-	if (!o->kernel)
-		die(VM_EXIT_USAGE, "--kernel is required (see --help)");
-}
+static struct timespec started;
 
 /* Map a whole input file read-only; dies with status 2 if it cannot be used. */
 static const uint8_t *map_file(const char *what, const char *path, size_t *size)
@@ -246,16 +101,6 @@ static void make_tty_raw(void)
 	}
 }
 
-static void serial_irq(void *ctx, int level)
-{
-	vm_irq_line(ctx, IRQ_SERIAL, level);
-}
-
-static void virtio_irq(void *ctx, unsigned irq)
-{
-	vm_irq_pulse(ctx, irq);
-}
-
 /* Console watcher: Linux prints "Kernel panic - not syncing: REASON" and, last, "---[ end ...". */
 static void console_line(void *ctx, const char *line)
 {
@@ -267,7 +112,7 @@ static void console_line(void *ctx, const char *line)
 		clock_gettime(CLOCK_MONOTONIC, &panic_watch.when);
 		__atomic_store_n(&panic_watch.seen, true, __ATOMIC_RELEASE);
 	} else if (panic_watch.seen && strstr(line, "---[ end Kernel panic")) {
-		vm_request_exit(&vm, VM_EXIT_GUEST, "guest kernel panic: %s", panic_watch.reason);
+		vm_request_exit(&m.vm, VM_EXIT_GUEST, "guest kernel panic: %s", panic_watch.reason);
 	}
 }
 
@@ -293,51 +138,79 @@ static int open_serial_out(const struct options *o)
 	}
 }
 
-static void add_legacy_devices(const struct options *o)
+static void add_virtio(const struct dev_ident *id)
 {
-	serial_init(&serial, open_serial_out(o), serial_irq, console_line, &vm);
-	i8042_init(&kbd, guest_reset, &vm);
-	bus_register(&vm.pio, SERIAL_PORT_BASE, SERIAL_PORT_LEN, serial_read, serial_write, &serial);
-	bus_register(&vm.pio, I8042_DATA_PORT, 5, i8042_read, i8042_write, &kbd);
+	char err[512];
+
+	if (machine_add_virtio(&m, id, err, sizeof(err)))
+		die(VM_EXIT_USAGE, "%s", err);
 }
 
-/* Attach virtio devices, appending each one's virtio_mmio.device= to the command line. */
-static void add_virtio_devices(const struct options *o, char *cmdline, size_t cmdsize)
+/* A snapshot refers to read-only disks by path: keep an absolute one. */
+static void set_path(char *dst, const char *path)
 {
-	struct virtio_dev *dev[MAX_VIRTIO];
-	unsigned n = 0;
-	char err[256];
+	char abs[PATH_MAX];
+
+	snprintf(dst, SNAP_PATH_MAX, "%s", realpath(path, abs) ? abs : path);
+}
+
+/* Disks in command-line order, then entropy, then vsock: the slot order a snapshot keeps. */
+static void add_virtio_devices(const struct options *o)
+{
+	static struct dev_ident id;
 
 	for (unsigned i = 0; i < o->nr_disks; i++) {
-		const struct disk_arg *d = &o->disk[i];
-
-		dev[n] = virtio_blk_create(&vm.mem, d->path, d->read_only, d->id, err, sizeof(err));
-		if (!dev[n])
-			die(VM_EXIT_USAGE, "%s", err);
-		n++;
+		memset(&id, 0, sizeof(id));
+		id.kind = SNAP_DEV_BLK;
+		set_path(id.path, o->disk[i].path);
+		id.read_only = o->disk[i].read_only;
+		snprintf(id.id, sizeof(id.id), "%s", o->disk[i].id);
+		add_virtio(&id);
 	}
-	dev[n] = virtio_rng_create(&vm.mem);
-	if (!dev[n])
-		die(VM_EXIT_GUEST, "out of memory");
-	n++;
+	memset(&id, 0, sizeof(id));
+	id.kind = SNAP_DEV_RNG;
+	add_virtio(&id);
 	if (o->vsock_path) {
-		dev[n] = virtio_vsock_create(&vm.mem, o->vsock_cid, o->vsock_path, err, sizeof(err));
-		if (!dev[n++])
-			die(VM_EXIT_USAGE, "%s", err);
+		id.kind = SNAP_DEV_VSOCK;
+		id.cid = o->vsock_cid;
+		snprintf(id.path, sizeof(id.path), "%s", o->vsock_path);
+		add_virtio(&id);
 	}
+}
 
+static void load_initrd(const struct options *o, struct boot_info *bi, uint64_t kernel_end)
+{
+	size_t isize;
+	const uint8_t *initrd = map_file("initrd", o->initrd, &isize);
+
+	bi->initrd_addr = initrd_place(&m.vm.mem, kernel_end, isize);
+	if (!bi->initrd_addr)
+		die(VM_EXIT_USAGE, "initrd %s (%zu bytes) does not fit in %llu MiB of guest "
+		    "memory", o->initrd, isize, (unsigned long long)o->memory_mib);
+	gm_write(&m.vm.mem, bi->initrd_addr, initrd, isize);
+	bi->initrd_size = isize;
+	munmap((void *)initrd, isize);
+}
+
+static void create_boot_vcpus(unsigned n, uint64_t entry)
+{
+	struct kvm_cpuid2 *base = cpuid_supported(m.vm.kvm_fd);
+	char err[256];
+
+	if (!base)
+		die(VM_EXIT_GUEST, "KVM_GET_SUPPORTED_CPUID: %s", strerror(errno));
 	for (unsigned i = 0; i < n; i++) {
-		uint64_t base = VIRTIO_MMIO_BASE + i * VIRTIO_MMIO_SIZE;
-		size_t len = strlen(cmdline);
+		struct kvm_cpuid2 *c = cpuid_for_vcpu(base, i, n);
 
-		dev[i]->irq = IRQ_VIRTIO_FIRST + i;
-		dev[i]->raise_irq = virtio_irq;
-		dev[i]->irq_ctx = &vm;
-		bus_register(&vm.mmio, base, VIRTIO_MMIO_SIZE, virtio_mmio_read, virtio_mmio_write,
-			     dev[i]);
-		snprintf(cmdline + len, cmdsize - len, " virtio_mmio.device=4K@%#llx:%u",
-			 (unsigned long long)base, dev[i]->irq);
+		if (!c || vcpu_create(&m.vm, i, c, err, sizeof(err)) ||
+		    vcpu_setup_boot(&m.vm.vcpu[i], err, sizeof(err)))
+			die(VM_EXIT_GUEST, "%s", c ? err : "out of memory");
+		free(c);
 	}
+	free(base);
+	m.vm.nr_vcpus = n;
+	if (boot_setup_vcpu(m.vm.vcpu[0].fd, entry))
+		die(VM_EXIT_GUEST, "setting boot registers: %s", strerror(errno));
 }
 
 static void load_guest(const struct options *o, const uint8_t *kernel, size_t ksize,
@@ -347,45 +220,164 @@ static void load_guest(const struct options *o, const uint8_t *kernel, size_t ks
 	struct boot_info bi = { .cmdline = cmdline };
 	char err[256];
 
-	if (elf_load(&vm.mem, kernel, ksize, &k, err, sizeof(err)))
+	if (elf_load(&m.vm.mem, kernel, ksize, &k, err, sizeof(err)))
 		die(VM_EXIT_USAGE, "kernel %s: %s", o->kernel, err);
-	if (o->initrd) {
-		size_t isize;
-		const uint8_t *initrd = map_file("initrd", o->initrd, &isize);
-
-		bi.initrd_addr = initrd_place(&vm.mem, k.end, isize);
-		if (!bi.initrd_addr)
-			die(VM_EXIT_USAGE, "initrd %s (%zu bytes) does not fit in %llu MiB of guest "
-			    "memory", o->initrd, isize, (unsigned long long)o->memory_mib);
-		gm_write(&vm.mem, bi.initrd_addr, initrd, isize);
-		bi.initrd_size = isize;
-		munmap((void *)initrd, isize);
-	}
-	if (boot_write_tables(&vm.mem, &bi, err, sizeof(err)))
+	if (o->initrd)
+		load_initrd(o, &bi, k.end);
+	if (boot_write_tables(&m.vm.mem, &bi, err, sizeof(err)))
 		die(VM_EXIT_USAGE, "%s", err);
-	if (mptable_write(&vm.mem, o->cpus))
+	if (mptable_write(&m.vm.mem, o->cpus))
 		die(VM_EXIT_USAGE, "cannot write the MP table for %u vCPUs", o->cpus);
-
-	struct kvm_cpuid2 *base = cpuid_supported(vm.kvm_fd);
-
-	if (!base)
-		die(VM_EXIT_GUEST, "KVM_GET_SUPPORTED_CPUID: %s", strerror(errno));
-	for (unsigned i = 0; i < o->cpus; i++) {
-		struct kvm_cpuid2 *c = cpuid_for_vcpu(base, i, o->cpus);
-
-		if (!c || vcpu_create(&vm, i, c, err, sizeof(err)))
-			die(VM_EXIT_GUEST, "%s", c ? err : "out of memory");
-		free(c);
-	}
-	free(base);
-	vm.nr_vcpus = o->cpus;
-	if (boot_setup_vcpu(vm.vcpu[0].fd, k.entry))
-		die(VM_EXIT_GUEST, "setting boot registers: %s", strerror(errno));
+	create_boot_vcpus(o->cpus, k.entry);
 }
 
-static int setup_event_loop(int *timer_fd, int *sig_fd, bool watch_stdin)
+static void boot(const struct options *o)
 {
-	int ep = epoll_create1(EPOLL_CLOEXEC);
+	char cmdline[BOOT_CMDLINE_MAX * 2];
+	char err[256];
+	size_t ksize;
+	const uint8_t *kernel = map_file("kernel", o->kernel, &ksize);
+
+	if (ksize < 4 || memcmp(kernel, "\177ELF", 4))
+		die(VM_EXIT_USAGE, "kernel %s: not an ELF file (expected an uncompressed vmlinux)",
+		    o->kernel);
+	if (vm_create(&m.vm, o->memory_mib << 20, -1, err, sizeof(err)))
+		die(VM_EXIT_GUEST, "%s", err);
+	m.memory_mib = o->memory_mib;
+	machine_add_legacy(&m, open_serial_out(o), console_line, guest_reset);
+	add_virtio_devices(o);
+	snprintf(cmdline, sizeof(cmdline), "%s", o->cmdline);
+	machine_cmdline_devices(&m, cmdline, sizeof(cmdline));
+	load_guest(o, kernel, ksize, cmdline);
+	munmap((void *)kernel, ksize);
+}
+
+/* --vsock and --disk N=PATH given with --restore replace the saved attachments. */
+static void override_devices(const struct options *o, struct snap_vm *s)
+{
+	unsigned disk = 0, vsock = 0;
+
+	for (unsigned i = 0; i < s->nr_devs; i++) {
+		struct dev_ident *d = &s->dev[i];
+
+		if (d->kind == SNAP_DEV_VSOCK && o->vsock_path) {
+			d->cid = o->vsock_cid;
+			snprintf(d->path, sizeof(d->path), "%s", o->vsock_path);
+		}
+		vsock += d->kind == SNAP_DEV_VSOCK;
+		if (d->kind != SNAP_DEV_BLK)
+			continue;
+		for (unsigned k = 0; k < o->nr_overrides; k++)
+			if (o->disk_override[k].index == disk)
+				set_path(d->path, o->disk_override[k].path);
+		disk++;
+	}
+	if (o->vsock_path && !vsock)
+		die(VM_EXIT_USAGE, "--vsock: the snapshot has no vsock device");
+	for (unsigned k = 0; k < o->nr_overrides; k++)
+		if (o->disk_override[k].index >= disk)
+			die(VM_EXIT_USAGE, "--disk %u=: the snapshot has %u disks",
+			    o->disk_override[k].index, disk);
+}
+
+static void create_saved_vcpus(const struct snap_vm *s)
+{
+	char err[256];
+
+	for (unsigned i = 0; i < s->nr_vcpus; i++) {
+		struct kvm_cpuid2 *c = kvm_saved_cpuid(&s->vcpu[i]);
+
+		if (!c || vcpu_create(&m.vm, i, c, err, sizeof(err)))
+			die(VM_EXIT_USAGE, "--restore: %s", c ? err : "out of memory");
+		free(c);
+	}
+	m.vm.nr_vcpus = s->nr_vcpus;
+}
+
+/* Everything a restore can check without creating anything: the state and memory files. */
+static void *restore_check(const struct options *o, struct snap_vm *s, int *mem_fd)
+{
+	char err[768];
+	void *file = snapshot_load(o->restore_dir, s, err, sizeof(err));
+
+	if (!file)
+		die(VM_EXIT_USAGE, "--restore: %s", err);
+	override_devices(o, s);
+	*mem_fd = snapshot_open_memory(o->restore_dir, s, err, sizeof(err));
+	if (*mem_fd < 0)
+		die(VM_EXIT_USAGE, "--restore: %s", err);
+	return file;
+}
+
+/* The same construction as a boot, from the saved identities, then the saved state on top. */
+static void restore(const struct options *o, struct snap_vm *s, int mem_fd)
+{
+	char err[768];
+
+	if (vm_create(&m.vm, s->memory_mib << 20, mem_fd, err, sizeof(err)))
+		die(VM_EXIT_GUEST, "%s", err);
+	close(mem_fd);
+	m.memory_mib = s->memory_mib;
+	machine_add_legacy(&m, open_serial_out(o), console_line, guest_reset);
+	for (unsigned i = 0; i < s->nr_devs; i++)
+		add_virtio(&s->dev[i]);
+	create_saved_vcpus(s);
+	if (snapshot_apply(&m, s, err, sizeof(err)))
+		die(VM_EXIT_USAGE, "--restore: %s/state: %s", o->restore_dir, err);
+}
+
+/* ---- the control socket ---- */
+
+static void cmd_result(int r, const char *err, char *reply, size_t size)
+{
+	snprintf(reply, size, r ? "error %s" : "ok", err);
+}
+
+static void on_command(void *ctx, const char *cmd, const char *arg, char *reply, size_t size)
+{
+	char err[768];
+
+	(void)ctx;
+	if (!strcmp(cmd, "status") && !*arg) {
+		int n = snprintf(reply, size, "ok ");
+
+		machine_status(&m, reply + n, size - n);
+	} else if (!strcmp(cmd, "pause") && !*arg) {
+		cmd_result(machine_pause(&m, err, sizeof(err)), err, reply, size);
+	} else if (!strcmp(cmd, "resume") && !*arg) {
+		machine_resume(&m);
+		cmd_result(0, "", reply, size);
+	} else if (!strcmp(cmd, "snapshot") && *arg) {
+		cmd_result(snapshot_take(&m, arg, err, sizeof(err)), err, reply, size);
+	} else if (!strcmp(cmd, "stop") && !*arg) {
+		vm_request_exit(&m.vm, VM_EXIT_OK, "stopped through the control socket");
+		cmd_result(0, "", reply, size);
+	} else {
+		snprintf(reply, size, "error unknown command '%.64s' (status, pause, resume, "
+			 "snapshot DIR, stop)", cmd);
+	}
+}
+
+/* ---- the event loop ---- */
+
+struct loop {
+	int ep, timer_fd, sig_fd;
+	bool watch_stdin;		/* stdin is the console's input and not finished */
+	bool stdin_on;			/* ... and in the epoll set (not while paused) */
+	uint8_t pending[SERIAL_FIFO_LEN];
+	unsigned npending;
+};
+
+static void loop_add(struct loop *l, int fd)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
+
+	if (epoll_ctl(l->ep, EPOLL_CTL_ADD, fd, &ev) < 0)
+		die(VM_EXIT_GUEST, "epoll_ctl: %s", strerror(errno));
+}
+
+static void setup_event_loop(struct loop *l)
+{
 	struct itimerspec its = {
 		.it_interval = { 0, WATCH_INTERVAL_MS * 1000000L },
 		.it_value = { 0, WATCH_INTERVAL_MS * 1000000L },
@@ -397,20 +389,31 @@ static int setup_event_loop(int *timer_fd, int *sig_fd, bool watch_stdin)
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGHUP);
 	sigprocmask(SIG_BLOCK, &sigs, NULL);
-	*sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC);
-	*timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
-	if (ep < 0 || *sig_fd < 0 || *timer_fd < 0 || timerfd_settime(*timer_fd, 0, &its, NULL))
+	l->ep = epoll_create1(EPOLL_CLOEXEC);
+	l->sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC);
+	l->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+	if (l->ep < 0 || l->sig_fd < 0 || l->timer_fd < 0 ||
+	    timerfd_settime(l->timer_fd, 0, &its, NULL))
 		die(VM_EXIT_GUEST, "event loop set-up: %s", strerror(errno));
+	loop_add(l, m.vm.exit_fd);
+	loop_add(l, l->timer_fd);
+	loop_add(l, l->sig_fd);
+	control_attach(&ctl, l->ep);
+}
 
-	int fds[] = { vm.exit_fd, *timer_fd, *sig_fd, STDIN_FILENO };
+/* Console input reaches the guest only while it runs: a paused UART must not change. */
+static void sync_stdin(struct loop *l)
+{
+	bool want = l->watch_stdin && !m.paused;
+	struct epoll_event ev = { .events = EPOLLIN, .data.fd = STDIN_FILENO };
 
-	for (unsigned i = 0; i < (watch_stdin ? 4u : 3u); i++) {
-		struct epoll_event ev = { .events = EPOLLIN, .data.fd = fds[i] };
-
-		if (epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev) < 0 && fds[i] != STDIN_FILENO)
-			die(VM_EXIT_GUEST, "epoll_ctl: %s", strerror(errno));
-	}
-	return ep;
+	if (want == l->stdin_on)
+		return;
+	if (!want)
+		epoll_ctl(l->ep, EPOLL_CTL_DEL, STDIN_FILENO, NULL);
+	else if (epoll_ctl(l->ep, EPOLL_CTL_ADD, STDIN_FILENO, &ev) < 0)
+		l->watch_stdin = false;	/* not pollable (a regular file): no console input */
+	l->stdin_on = want && l->watch_stdin;
 }
 
 static long ms_since(const struct timespec *t)
@@ -429,103 +432,110 @@ static void on_timer(int timer_fd)
 		return;
 	if (__atomic_load_n(&panic_watch.seen, __ATOMIC_ACQUIRE) &&
 	    ms_since(&panic_watch.when) > PANIC_GRACE_MS)
-		vm_request_exit(&vm, VM_EXIT_GUEST, "guest kernel panic: %s", panic_watch.reason);
-	if (vm_guest_stopped(&vm))
-		vm_request_exit(&vm, VM_EXIT_OK, "guest halted");
+		vm_request_exit(&m.vm, VM_EXIT_GUEST, "guest kernel panic: %s", panic_watch.reason);
+	/* Parked vCPUs cannot answer the halt watch, and a paused guest is not a halted one. */
+	if (!m.paused && vm_guest_stopped(&m.vm))
+		vm_request_exit(&m.vm, VM_EXIT_OK, "guest halted");
 }
 
 /* Forward stdin to the UART; returns false once stdin is finished with. */
-static bool on_stdin(uint8_t *pending, unsigned *npending)
+static bool on_stdin(struct loop *l)
 {
-	if (*npending == 0) {
-		ssize_t n = read(STDIN_FILENO, pending, SERIAL_FIFO_LEN);
+	if (l->npending == 0) {
+		ssize_t n = read(STDIN_FILENO, l->pending, SERIAL_FIFO_LEN);
 
 		if (n <= 0)
 			return n < 0 && errno == EINTR;
-		*npending = n;
+		l->npending = n;
 	}
-	unsigned took = serial_input(&serial, pending, *npending);
+	unsigned took = serial_input(&m.serial, l->pending, l->npending);
 
-	memmove(pending, pending + took, *npending - took);
-	*npending -= took;
+	memmove(l->pending, l->pending + took, l->npending - took);
+	l->npending -= took;
 	return true;
+}
+
+static void on_event(struct loop *l, int fd)
+{
+	struct signalfd_siginfo si;
+
+	if (fd == l->timer_fd) {
+		on_timer(l->timer_fd);
+	} else if (fd == l->sig_fd) {
+		if (read(l->sig_fd, &si, sizeof(si)) == sizeof(si))
+			vm_request_exit(&m.vm, 128 + si.ssi_signo, "stopped by signal %u",
+					si.ssi_signo);
+	} else if (fd == STDIN_FILENO && l->stdin_on && !l->npending) {
+		if (!on_stdin(l))
+			l->watch_stdin = false;
+	} else if (control_owns(&ctl, fd)) {
+		control_event(&ctl, fd);
+	}
 }
 
 static int run_event_loop(bool watch_stdin)
 {
-	int timer_fd, sig_fd;
-	int ep = setup_event_loop(&timer_fd, &sig_fd, watch_stdin);
-	uint8_t pending[SERIAL_FIFO_LEN];
-	unsigned npending = 0;
+	struct loop l = { .watch_stdin = watch_stdin };
 
-	while (!vm.exit_requested) {
-		struct epoll_event ev[4];
+	setup_event_loop(&l);
+	while (!m.vm.exit_requested) {
+		struct epoll_event ev[8];
+
+		sync_stdin(&l);
 		/* Input the FIFO could not take yet is retried soon; otherwise wait for events. */
-		int n = epoll_wait(ep, ev, 4, npending ? 10 : -1);
+		int n = epoll_wait(l.ep, ev, 8, l.npending && !m.paused ? 10 : -1);
 
-		if (npending)
-			on_stdin(pending, &npending);
-		for (int i = 0; i < n; i++) {
-			int fd = ev[i].data.fd;
-
-			if (fd == timer_fd) {
-				on_timer(timer_fd);
-			} else if (fd == sig_fd) {
-				struct signalfd_siginfo si;
-
-				if (read(sig_fd, &si, sizeof(si)) == sizeof(si))
-					vm_request_exit(&vm, 128 + si.ssi_signo, "stopped by signal %u",
-							si.ssi_signo);
-			} else if (fd == STDIN_FILENO && !npending) {
-				if (!on_stdin(pending, &npending))
-					epoll_ctl(ep, EPOLL_CTL_DEL, STDIN_FILENO, NULL);
-			}
-		}
+		if (l.npending && !m.paused)
+			on_stdin(&l);
+		for (int i = 0; i < n; i++)
+			on_event(&l, ev[i].data.fd);
 	}
 	/* A panic explains whatever came after it (reset, halt, triple fault). */
-	if (panic_watch.seen && vm.exit_status == VM_EXIT_OK)
+	if (panic_watch.seen && m.vm.exit_status == VM_EXIT_OK)
 		return VM_EXIT_GUEST;
-	return vm.exit_status;
+	return m.vm.exit_status;
 }
 
 int main(int argc, char **argv)
 {
+	static struct snap_vm snap;
 	struct options o;
-	char cmdline[BOOT_CMDLINE_MAX * 2];
-	char err[256];
-	size_t ksize;
+	char err[512];
+	void *snap_file = NULL;
+	int mem_fd = -1;
 
+	clock_gettime(CLOCK_MONOTONIC, &started);
 	log_init("kiln-vmm");
-	parse_args(&o, argc, argv);
-
-	const uint8_t *kernel = map_file("kernel", o.kernel, &ksize);
-
-	if (ksize < 4 || memcmp(kernel, "\177ELF", 4))
-		die(VM_EXIT_USAGE, "kernel %s: not an ELF file (expected an uncompressed vmlinux)",
-		    o.kernel);
-	if (vm_create(&vm, o.memory_mib << 20, err, sizeof(err)))
-		die(VM_EXIT_GUEST, "%s", err);
-
-	snprintf(cmdline, sizeof(cmdline), "%s", o.cmdline);
-	add_legacy_devices(&o);
-	add_virtio_devices(&o, cmdline, sizeof(cmdline));
-	load_guest(&o, kernel, ksize, cmdline);
-	munmap((void *)kernel, ksize);
+	options_parse(&o, argc, argv);
+	if (o.restore_dir)
+		snap_file = restore_check(&o, &snap, &mem_fd);
+	/* Before any thread exists: control_listen() changes the umask for a moment. */
+	if (o.control_path &&
+	    control_listen(&ctl, o.control_path, on_command, NULL, err, sizeof(err)))
+		die(VM_EXIT_USAGE, "%s", err);
+	if (o.restore_dir) {
+		restore(&o, &snap, mem_fd);
+		snap_vm_free(&snap);
+		free(snap_file);
+	} else {
+		boot(&o);
+	}
 
 	bool watch_stdin = o.serial == SERIAL_STDIO;
 
 	if (watch_stdin)
 		make_tty_raw();
-	for (unsigned i = 0; i < vm.nr_vcpus; i++)
-		if (vcpu_start(&vm.vcpu[i]))
+	for (unsigned i = 0; i < m.vm.nr_vcpus; i++)
+		if (vcpu_start(&m.vm.vcpu[i]))
 			die(VM_EXIT_GUEST, "cannot start vCPU thread %u", i);
+	log_debug("%s in %ld ms", o.restore_dir ? "restored" : "started", ms_since(&started));
 
 	int status = run_event_loop(watch_stdin);
 
-	if (status == VM_EXIT_GUEST && panic_watch.seen && !strstr(vm.exit_reason, "panic"))
-		log_info("guest kernel panic: %s (then %s)", panic_watch.reason, vm.exit_reason);
+	if (status == VM_EXIT_GUEST && panic_watch.seen && !strstr(m.vm.exit_reason, "panic"))
+		log_info("guest kernel panic: %s (then %s)", panic_watch.reason, m.vm.exit_reason);
 	else
-		log_info("%s", vm.exit_reason);
+		log_info("%s", m.vm.exit_reason);
 	restore_tty();
 	fflush(stdout);
 	_exit(status);

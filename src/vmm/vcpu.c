@@ -4,7 +4,8 @@
  * Each vCPU is one thread.  Port I/O and MMIO exits are handed to the buses synchronously on
  * that thread; device code takes its own lock.  A vCPU is "kicked" with SIGUSR1: the handler
  * sets kvm_run.immediate_exit, so a kick that lands outside KVM_RUN is not lost, and the thread
- * answers the halt watch before it re-enters the guest.
+ * answers the halt watch, or parks for a pause (vm.h), before it re-enters the guest.  Both
+ * happen only where KVM_RUN returned EINTR, i.e. after KVM finished any I/O we had emulated.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -114,6 +115,16 @@ int vcpu_create(struct vm *vm, unsigned i, const struct kvm_cpuid2 *cpuid, char 
 	what = "KVM_SET_CPUID2";
 	if (ioctl(v->fd, KVM_SET_CPUID2, cpuid) < 0)
 		goto fail;
+	return 0;
+fail:
+	snprintf(err, errlen, "vCPU %u: %s: %s", i, what, strerror(errno));
+	return -1;
+}
+
+int vcpu_setup_boot(struct vcpu *v, char *err, size_t errlen)
+{
+	const char *what;
+
 	what = "KVM_SET_MSRS";
 	if (set_msrs(v))
 		goto fail;
@@ -125,7 +136,7 @@ int vcpu_create(struct vm *vm, unsigned i, const struct kvm_cpuid2 *cpuid, char 
 		goto fail;
 	return 0;
 fail:
-	snprintf(err, errlen, "vCPU %u: %s: %s", i, what, strerror(errno));
+	snprintf(err, errlen, "vCPU %u: %s: %s", v->index, what, strerror(errno));
 	return -1;
 }
 
@@ -235,6 +246,28 @@ static bool handle_exit(struct vcpu *v)
 	}
 }
 
+/* Wait out a pause; called where KVM_RUN returned EINTR, so the vCPU's state is final. */
+static void park(struct vcpu *v)
+{
+	struct vm *vm = v->vm;
+
+	pthread_mutex_lock(&vm->pause_lock);
+	vm->nr_parked++;
+	pthread_cond_broadcast(&vm->pause_cond);
+	while (__atomic_load_n(&vm->pause_requested, __ATOMIC_SEQ_CST))
+		pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+	vm->nr_parked--;
+	pthread_mutex_unlock(&vm->pause_lock);
+}
+
+static void running(struct vm *vm, int delta)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	vm->nr_running += delta;
+	pthread_cond_broadcast(&vm->pause_cond);	/* a pause need not wait for a thread gone */
+	pthread_mutex_unlock(&vm->pause_lock);
+}
+
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu *v = arg;
@@ -245,6 +278,8 @@ static void *vcpu_thread(void *arg)
 			if (errno == EINTR || errno == EAGAIN) {
 				v->run->immediate_exit = 0;
 				answer_halt_watch(v);
+				if (__atomic_load_n(&v->vm->pause_requested, __ATOMIC_SEQ_CST))
+					park(v);
 				continue;
 			}
 			vm_request_exit(v->vm, VM_EXIT_GUEST, "KVM_RUN on vCPU %u: %s",
@@ -254,6 +289,7 @@ static void *vcpu_thread(void *arg)
 		if (!handle_exit(v))
 			break;
 	}
+	running(v->vm, -1);
 	return NULL;
 }
 
@@ -269,9 +305,14 @@ static void install_kick_handler(void)
 int vcpu_start(struct vcpu *v)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	int r;
 
 	pthread_once(&once, install_kick_handler);
-	return pthread_create(&v->thread, NULL, vcpu_thread, v);
+	running(v->vm, +1);
+	r = pthread_create(&v->thread, NULL, vcpu_thread, v);
+	if (r)
+		running(v->vm, -1);
+	return r;
 }
 
 void vcpu_kick(struct vcpu *v)

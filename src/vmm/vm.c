@@ -1,16 +1,18 @@
 /*
- * vm.c - KVM VM creation, guest RAM and interrupt lines (see vm.h).
+ * vm.c - KVM VM creation, guest RAM, interrupt lines, and pausing (see vm.h).
  */
 #include "vm.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "x86/layout.h"
@@ -21,13 +23,34 @@ static int fail(char *err, size_t errlen, const char *what)
 	return -1;
 }
 
-static int add_ram(struct vm *vm, uint64_t gpa, uint64_t size, char *err, size_t errlen)
+/*
+ * Map one RAM region: anonymous, or file bytes [off, off+size) of a snapshot's memory.  Private
+ * either way: clones restored from one file share its page cache until they write a page.
+ */
+static void *map_ram(uint64_t size, int fd, uint64_t off)
+{
+	if (fd >= 0 && getenv("KILN_DEBUG_EAGER")) {	/* DEBUG EXPERIMENT, NOT FOR COMMIT */
+		uint8_t *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+				  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		for (uint64_t done = 0; p != MAP_FAILED && done < size;) {
+			ssize_t n = pread(fd, p + done, size - done, off + done);
+			if (n <= 0)
+				break;
+			done += n;
+		}
+		return p;
+	}
+	/* NORESERVE: untouched guest pages cost nothing; the guest faults them in as it uses them. */
+	int flags = MAP_PRIVATE | MAP_NORESERVE | (fd < 0 ? MAP_ANONYMOUS : 0);
+
+	return mmap(NULL, size, PROT_READ | PROT_WRITE, flags, fd, fd < 0 ? 0 : (off_t)off);
+}
+
+static int add_ram(struct vm *vm, uint64_t gpa, uint64_t size, int fd, char *err, size_t errlen)
 {
 	struct guest_mem *gm = &vm->mem;
 	unsigned slot = gm->nr;
-	/* NORESERVE: untouched guest pages cost nothing; the guest faults them in as it uses them. */
-	void *host = mmap(NULL, size, PROT_READ | PROT_WRITE,
-			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	void *host = map_ram(size, fd, gm->total);
 
 	if (host == MAP_FAILED)
 		return fail(err, errlen, "cannot map guest memory");
@@ -45,21 +68,24 @@ static int add_ram(struct vm *vm, uint64_t gpa, uint64_t size, char *err, size_t
 	return 0;
 }
 
-static int setup_ram(struct vm *vm, uint64_t bytes, char *err, size_t errlen)
+/* A memory file holds the regions back to back, in guest-physical order. */
+static int setup_ram(struct vm *vm, uint64_t bytes, int fd, char *err, size_t errlen)
 {
 	uint64_t low = bytes < MMIO_GAP_START ? bytes : MMIO_GAP_START;
 
-	if (add_ram(vm, 0, low, err, errlen))
+	if (add_ram(vm, 0, low, fd, err, errlen))
 		return -1;
 	if (bytes > low)
-		return add_ram(vm, MMIO_GAP_END, bytes - low, err, errlen);
+		return add_ram(vm, MMIO_GAP_END, bytes - low, fd, err, errlen);
 	return 0;
 }
 
-int vm_create(struct vm *vm, uint64_t mem_bytes, char *err, size_t errlen)
+int vm_create(struct vm *vm, uint64_t mem_bytes, int mem_fd, char *err, size_t errlen)
 {
 	memset(vm, 0, sizeof(*vm));
 	pthread_mutex_init(&vm->exit_lock, NULL);
+	pthread_mutex_init(&vm->pause_lock, NULL);
+	pthread_cond_init(&vm->pause_cond, NULL);
 	vm->exit_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (vm->exit_fd < 0)
 		return fail(err, errlen, "eventfd");
@@ -95,7 +121,7 @@ int vm_create(struct vm *vm, uint64_t mem_bytes, char *err, size_t errlen)
 
 	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
 		return fail(err, errlen, "KVM_CREATE_PIT2");
-	return setup_ram(vm, mem_bytes, err, errlen);
+	return setup_ram(vm, mem_bytes, mem_fd, err, errlen);
 }
 
 void vm_irq_line(struct vm *vm, unsigned irq, int level)
@@ -151,4 +177,60 @@ bool vm_guest_stopped(struct vm *vm)
 	for (unsigned i = 0; i < vm->nr_vcpus; i++)
 		vcpu_kick(&vm->vcpu[i]);
 	return false;
+}
+
+static void deadline_after(struct timespec *t, unsigned ms)
+{
+	clock_gettime(CLOCK_REALTIME, t);
+	t->tv_sec += ms / 1000;
+	t->tv_nsec += (ms % 1000) * 1000000L;
+	if (t->tv_nsec >= 1000000000L) {
+		t->tv_sec++;
+		t->tv_nsec -= 1000000000L;
+	}
+}
+
+/* Written under exit_lock by whoever ends the VM; a vCPU that ends also leaves nr_running. */
+static bool ending(struct vm *vm)
+{
+	return __atomic_load_n(&vm->exit_requested, __ATOMIC_ACQUIRE);
+}
+
+static void set_pause_requested(struct vm *vm, bool on)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	__atomic_store_n(&vm->pause_requested, on, __ATOMIC_SEQ_CST);
+	pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->pause_lock);
+}
+
+int vm_pause(struct vm *vm, unsigned timeout_ms, char *err, size_t errlen)
+{
+	struct timespec deadline;
+	int r = 0;
+
+	/* Raise the flag before the kicks: a vCPU checks it after clearing immediate_exit. */
+	set_pause_requested(vm, true);
+	for (unsigned i = 0; i < vm->nr_vcpus; i++)
+		vcpu_kick(&vm->vcpu[i]);
+	deadline_after(&deadline, timeout_ms);
+	pthread_mutex_lock(&vm->pause_lock);
+	while (vm->nr_parked < vm->nr_running && !ending(vm) && r == 0)
+		r = pthread_cond_timedwait(&vm->pause_cond, &vm->pause_lock, &deadline);
+	bool parked = vm->nr_parked == vm->nr_running && !ending(vm);
+
+	pthread_mutex_unlock(&vm->pause_lock);
+	if (parked)
+		return 0;
+	set_pause_requested(vm, false);
+	snprintf(err, errlen, "%s", ending(vm) ? "the VM is ending" : "a vCPU did not stop in time");
+	return -1;
+}
+
+void vm_resume(struct vm *vm)
+{
+	/* Best effort: fails (EINVAL) if the guest never enabled kvmclock. */
+	for (unsigned i = 0; i < vm->nr_vcpus; i++)
+		ioctl(vm->vcpu[i].fd, KVM_KVMCLOCK_CTRL, 0);
+	set_pause_requested(vm, false);
 }

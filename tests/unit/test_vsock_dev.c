@@ -821,6 +821,38 @@ static void test_transport_reset_event(void **state)
 	rx_expect(VSOCK_OP_RST, hp, 6006);
 }
 
+/*
+ * Paused for a snapshot, the device touches no ring: guest packets wait in the TX queue, a host
+ * connect waits for the RX queue, and the guest's 2 s to answer does not run.  Resumed, all of
+ * it goes through.
+ */
+static void test_pause_holds_the_rings(void **state)
+{
+	struct vsock_hdr h;
+	char line[32];
+	int fd;
+
+	(void)state;
+	virtio_pause(D.d, true);
+	tx_op(VSOCK_OP_REQUEST, 7001, 9999);		/* nobody listens at PATH_9999 */
+	usleep(300 * 1000);
+	assert_int_equal(__atomic_load_n(&used(1)[1], __ATOMIC_ACQUIRE), D.used_seen[1]);
+	virtio_pause(D.d, false);
+	rx_expect(VSOCK_OP_RST, 9999, 7001);
+
+	virtio_pause(D.d, true);
+	fd = host_client();
+	host_write(fd, "CONNECT 6010\n", 13);
+	rx_nothing(2500);
+	virtio_pause(D.d, false);
+	h = rx_expect(VSOCK_OP_REQUEST, UINT32_MAX, 6010);
+	tx_op(VSOCK_OP_RESPONSE, 6010, h.src_port);
+	snprintf(line, sizeof(line), "OK %u\n", h.src_port);
+	assert_int_equal(host_read(fd, line, strlen(line)), strlen(line));
+	assert_int_equal(strncmp(line, "OK ", 3), 0);
+	close(fd);
+}
+
 static void test_connection_cap(void **state)
 {
 	enum { CAP = 1024 };
@@ -937,6 +969,7 @@ int main(void)
 		T(test_host_to_guest_credit_flow),
 		T(test_device_reset_drops_streams),
 		T(test_transport_reset_event),
+		T(test_pause_holds_the_rings),
 		T(test_connection_cap),
 		T(test_many_concurrent_streams),
 		T(test_stale_socket_and_bad_arguments),

@@ -7,6 +7,8 @@
 
 #include <string.h>
 
+#include "../snapshot/format.h"
+
 #define STATUS_OBF		0x01	/* output buffer full */
 #define STATUS_SYS		0x04	/* self-test passed */
 #define STATUS_CMD		0x08	/* last write was a command */
@@ -85,4 +87,34 @@ void i8042_write(void *dev, uint64_t offset, const void *data, unsigned len)
 	pthread_mutex_unlock(&k->lock);
 	if (reset)
 		k->reset(k->ctx);
+}
+
+void i8042_save(struct i8042 *k, struct sbuf *b)
+{
+	pthread_mutex_lock(&k->lock);
+	sbuf_u8(b, k->cmd_byte);
+	sbuf_u8(b, k->pending_cmd);
+	sbuf_u8(b, k->out);
+	sbuf_u8(b, k->out_full);
+	pthread_mutex_unlock(&k->lock);
+}
+
+bool i8042_restore(struct i8042 *k, struct sreader *r)
+{
+	uint8_t cmd_byte = sr_u8(r, "i8042 configuration");
+	uint8_t pending = sr_u8(r, "i8042 pending command");
+	uint8_t out = sr_u8(r, "i8042 output");
+	bool out_full = sr_bool(r, "i8042 output flag");
+
+	if (!sr_end(r, "i8042"))
+		return false;
+	if (pending && pending != CMD_WRITE_CONFIG && pending != CMD_WRITE_OUTPUT)
+		return sr_fail(r, "i8042: %#x is not a command that waits for data", pending);
+	pthread_mutex_lock(&k->lock);
+	k->cmd_byte = cmd_byte;
+	k->pending_cmd = pending;
+	k->out = out;
+	k->out_full = out_full;
+	pthread_mutex_unlock(&k->lock);
+	return true;
 }

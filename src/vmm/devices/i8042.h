@@ -6,6 +6,7 @@
 #define KILN_I8042_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #define I8042_DATA_PORT		0x60
@@ -26,5 +27,12 @@ struct i8042 {
 void i8042_init(struct i8042 *k, i8042_reset_fn reset, void *ctx);
 void i8042_read(void *dev, uint64_t offset, void *data, unsigned len);
 void i8042_write(void *dev, uint64_t offset, const void *data, unsigned len);
+
+struct sbuf;
+struct sreader;
+
+/* Snapshots; i8042_restore() checks every field first, false with the reason in r. */
+void i8042_save(struct i8042 *k, struct sbuf *b);
+bool i8042_restore(struct i8042 *k, struct sreader *r);
 
 #endif

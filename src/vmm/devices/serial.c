@@ -8,8 +8,11 @@
  */
 #include "serial.h"
 
+#include <errno.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "../snapshot/format.h"
 
 #define REG_DATA	0	/* RBR read, THR write; DLL when LCR.DLAB */
 #define REG_IER		1	/* DLM when LCR.DLAB */
@@ -72,11 +75,23 @@ static void update_irq(struct serial *s, bool new_edge)
 	}
 }
 
+static void console_write(struct serial *s, uint8_t c)
+{
+	ssize_t n;
+
+	/* A vCPU kick (pause, halt watch) may interrupt a write to a full pipe: retry it. */
+	do
+		n = write(s->out_fd, &c, 1);
+	while (n < 0 && errno == EINTR);
+	/* A console nobody reads (closed pipe, full disk) must not stop the guest: drop bytes. */
+	if (n != 1)
+		s->out_fd = -1;
+}
+
 static void console_byte(struct serial *s, uint8_t c)
 {
-	/* A console nobody reads (closed pipe, full disk) must not stop the guest: drop bytes. */
-	if (s->out_fd >= 0 && write(s->out_fd, &c, 1) != 1)
-		s->out_fd = -1;
+	if (s->out_fd >= 0)
+		console_write(s, c);
 	if (c == '\n' || s->line_len == SERIAL_LINE_MAX - 1) {
 		s->line[s->line_len] = 0;
 		if (s->on_line)
@@ -230,4 +245,63 @@ unsigned serial_input(struct serial *s, const uint8_t *buf, unsigned len)
 		update_irq(s, true);
 	pthread_mutex_unlock(&s->lock);
 	return n;
+}
+
+void serial_save(struct serial *s, struct sbuf *b)
+{
+	pthread_mutex_lock(&s->lock);
+
+	uint8_t regs[] = { s->ier, s->lcr, s->mcr, s->scr, s->dll, s->dlm, s->fcr,
+			   s->thr_irq_pending, s->irq_level };
+
+	sbuf_put(b, regs, sizeof(regs));
+	sbuf_u8(b, s->rx_count);
+	for (unsigned i = 0; i < s->rx_count; i++)
+		sbuf_u8(b, s->rx[(s->rx_head + i) % SERIAL_FIFO_LEN]);
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* Register values our own write_reg() could have produced, and nothing else. */
+static bool regs_valid(struct sreader *r, const uint8_t *v)
+{
+	if (v[0] & ~0x0f)
+		return sr_fail(r, "serial: IER %#x has reserved bits", v[0]);
+	if (v[2] & ~0x1f)
+		return sr_fail(r, "serial: MCR %#x has reserved bits", v[2]);
+	if (v[6] & 0x06)
+		return sr_fail(r, "serial: FCR %#x keeps self-clearing bits", v[6]);
+	if (v[7] > 1 || v[8] > 1)
+		return sr_fail(r, "serial: interrupt flags are not booleans");
+	return true;
+}
+
+bool serial_restore(struct serial *s, struct sreader *r)
+{
+	const uint8_t *v = sr_bytes(r, 9, "serial registers");
+	unsigned count = sr_u8(r, "serial FIFO count");
+	const uint8_t *fifo;
+
+	if (!sr_ok(r) || !regs_valid(r, v))
+		return false;
+	if (count > SERIAL_FIFO_LEN)
+		return sr_fail(r, "serial: %u bytes in a %u-byte FIFO", count, SERIAL_FIFO_LEN);
+	fifo = sr_bytes(r, count, "serial FIFO");
+	if (!sr_end(r, "serial"))
+		return false;
+
+	pthread_mutex_lock(&s->lock);
+	s->ier = v[0], s->lcr = v[1], s->mcr = v[2], s->scr = v[3];
+	s->dll = v[4], s->dlm = v[5], s->fcr = v[6];
+	s->thr_irq_pending = v[7];
+	/*
+	 * Our idea of the line level; KVM's starts low in a new VM.  The next change of level
+	 * (or new_edge pulse) drives it consistently, and an edge the guest had not yet taken is
+	 * already latched in the saved IOAPIC/PIC/LAPIC state.
+	 */
+	s->irq_level = v[8];
+	memcpy(s->rx, fifo, count);
+	s->rx_head = 0;
+	s->rx_count = count;
+	pthread_mutex_unlock(&s->lock);
+	return true;
 }

@@ -45,4 +45,15 @@ void serial_write(void *dev, uint64_t offset, const void *data, unsigned len);
 /* Feed host input to the guest; returns how many bytes fitted in the FIFO. */
 unsigned serial_input(struct serial *s, const uint8_t *buf, unsigned len);
 
+struct sbuf;
+struct sreader;
+
+/*
+ * Snapshots: the guest-visible registers and the receive FIFO.  The output descriptor and the
+ * console watcher's line buffer belong to the host and are not saved.  serial_restore() checks
+ * every field before changing anything; false with the reason in r.
+ */
+void serial_save(struct serial *s, struct sbuf *b);
+bool serial_restore(struct serial *s, struct sreader *r);
+
 #endif

@@ -16,6 +16,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "../snapshot/format.h"
 #include "devices.h"
 
 #define BLK_F_SEG_MAX		2
@@ -168,6 +169,31 @@ static void blk_notify(struct virtio_dev *d, unsigned q)
 		virtio_notify_used(d, q);
 }
 
+/* The guest's driver has the capacity and read-only flag cached: a restore must match them. */
+static void blk_save(struct virtio_dev *d, struct sbuf *out)
+{
+	struct virtio_blk *b = (struct virtio_blk *)d;
+
+	sbuf_u64(out, b->sectors);
+	sbuf_u8(out, b->read_only);
+}
+
+static bool blk_restore(struct virtio_dev *d, struct sreader *r)
+{
+	struct virtio_blk *b = (struct virtio_blk *)d;
+	uint64_t sectors = sr_u64(r, "disk sectors");
+	bool read_only = sr_bool(r, "disk read-only flag");
+
+	if (!sr_end(r, "blk"))
+		return false;
+	if (sectors != b->sectors)
+		return sr_fail(r, "disk %.20s has %llu sectors, the guest knows %llu", b->id,
+			       (unsigned long long)b->sectors, (unsigned long long)sectors);
+	if (read_only != b->read_only)
+		return sr_fail(r, "disk %.20s: read-only flag differs from the snapshot's", b->id);
+	return true;
+}
+
 static const struct virtio_dev_ops blk_ops = {
 	.name = "blk",
 	.device_id = VIRTIO_ID_BLOCK,
@@ -176,6 +202,8 @@ static const struct virtio_dev_ops blk_ops = {
 	.read_config = blk_read_config,
 	.config_size = sizeof(struct blk_config),
 	.notify = blk_notify,
+	.save = blk_save,
+	.restore = blk_restore,
 };
 
 struct virtio_dev *virtio_blk_create(const struct guest_mem *mem, const char *path, bool read_only,

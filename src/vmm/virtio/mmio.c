@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "../../common/log.h"
+#include "../snapshot/format.h"
 #include "virtio.h"
 
 #define REG_MAGIC		0x000
@@ -242,5 +243,163 @@ void virtio_mmio_write(void *dev, uint64_t off, const void *data, unsigned len)
 	memcpy(&v, data, 4);
 	pthread_mutex_lock(&d->lock);
 	write_reg(d, off, v);
+	pthread_mutex_unlock(&d->lock);
+}
+
+/* ---- snapshots ---- */
+
+static void save_queue(struct sbuf *b, const struct virtq *vq)
+{
+	sbuf_u32(b, vq->size);
+	sbuf_u8(b, vq->ready);
+	sbuf_u64(b, vq->desc_gpa);
+	sbuf_u64(b, vq->avail_gpa);
+	sbuf_u64(b, vq->used_gpa);
+	sbuf_u32(b, vq->last_avail);
+	sbuf_u32(b, vq->used_idx);
+	sbuf_u8(b, vq->broken);
+}
+
+void virtio_save(struct virtio_dev *d, struct sbuf *b)
+{
+	struct sbuf own = { 0 };
+
+	pthread_mutex_lock(&d->lock);
+	sbuf_u32(b, d->status);
+	sbuf_u32(b, d->device_features_sel);
+	sbuf_u32(b, d->driver_features_sel);
+	sbuf_u64(b, d->driver_features);
+	sbuf_u32(b, d->queue_sel);
+	sbuf_u32(b, d->interrupt_status);
+	sbuf_u32(b, d->ops->nr_queues);
+	for (unsigned i = 0; i < d->ops->nr_queues; i++)
+		save_queue(b, &d->vq[i]);
+	if (d->ops->save)
+		d->ops->save(d, &own);
+	pthread_mutex_unlock(&d->lock);
+	b->failed |= own.failed;
+	sbuf_blob(b, own.data, own.len);
+	sbuf_free(&own);
+}
+
+/* One queue into vq, checked as virtq_activate checks a driver's QueueReady. */
+static bool restore_queue(struct virtio_dev *d, struct sreader *r, unsigned q, struct virtq *vq)
+{
+	uint32_t size = sr_u32(r, "queue size");
+	bool ready = sr_bool(r, "queue ready");
+	uint32_t last_avail, used_idx;
+
+	memset(vq, 0, sizeof(*vq));
+	vq->desc_gpa = sr_u64(r, "descriptor table address");
+	vq->avail_gpa = sr_u64(r, "available ring address");
+	vq->used_gpa = sr_u64(r, "used ring address");
+	last_avail = sr_u32(r, "queue last_avail");
+	used_idx = sr_u32(r, "queue used_idx");
+	vq->broken = sr_bool(r, "queue broken flag");
+	if (!sr_ok(r))
+		return false;
+	if (size > d->ops->queue_max)
+		return sr_fail(r, "virtio-%s queue %u: size %u above %u", d->ops->name, q, size,
+			       d->ops->queue_max);
+	if (last_avail > UINT16_MAX || used_idx > UINT16_MAX)
+		return sr_fail(r, "virtio-%s queue %u: ring index out of range", d->ops->name, q);
+	vq->size = size;
+	if (!ready)
+		return true;
+
+	bool broken = vq->broken;
+
+	if (virtq_activate(vq, d->mem))
+		return sr_fail(r, "virtio-%s queue %u: rings outside guest RAM, misaligned or "
+			       "size %u not a power of two", d->ops->name, q, size);
+	vq->last_avail = last_avail;
+	vq->used_idx = used_idx;
+	vq->broken = broken;
+	return true;
+}
+
+struct transport_regs {
+	uint32_t status, device_features_sel, driver_features_sel, queue_sel, interrupt_status;
+	uint64_t driver_features;
+};
+
+static bool restore_regs(struct virtio_dev *d, struct sreader *r, struct transport_regs *t)
+{
+	t->status = sr_u32(r, "device status");
+	t->device_features_sel = sr_u32(r, "device features select");
+	t->driver_features_sel = sr_u32(r, "driver features select");
+	t->driver_features = sr_u64(r, "driver features");
+	t->queue_sel = sr_u32(r, "queue select");
+	t->interrupt_status = sr_u32(r, "interrupt status");
+	if (!sr_ok(r))
+		return false;
+	if (t->status & ~0xffu)
+		return sr_fail(r, "virtio-%s: status %#x out of range", d->ops->name, t->status);
+	if (t->interrupt_status & ~(uint32_t)(VIRTIO_INT_USED | VIRTIO_INT_CONFIG))
+		return sr_fail(r, "virtio-%s: interrupt status %#x", d->ops->name,
+			       t->interrupt_status);
+	/* The same rule as set_features_ok(): never a feature we did not offer. */
+	if ((t->status & VIRTIO_STATUS_FEATURES_OK) &&
+	    ((t->driver_features & ~offered_features(d)) ||
+	     !(t->driver_features & (1ULL << VIRTIO_F_VERSION_1))))
+		return sr_fail(r, "virtio-%s: driver features %#llx were never offered",
+			       d->ops->name, (unsigned long long)t->driver_features);
+	return true;
+}
+
+/* The device's own bytes, the last field of its state; with d->lock held. */
+static bool restore_own(struct virtio_dev *d, struct sreader *r)
+{
+	struct sreader own;
+	uint32_t len;
+	const void *p = sr_blob(r, 0, UINT32_MAX, &len, "device state");
+
+	if (!sr_end(r, d->ops->name))
+		return false;
+	sr_init(&own, p, len, r->e);
+	if (d->ops->restore && !d->ops->restore(d, &own))
+		return false;
+	return sr_end(&own, d->ops->name);
+}
+
+bool virtio_restore(struct virtio_dev *d, struct sreader *r)
+{
+	struct virtq vq[VIRTIO_MAX_QUEUES];
+	struct transport_regs t;
+	uint32_t nq;
+	bool ok = false;
+
+	pthread_mutex_lock(&d->lock);
+	if (!restore_regs(d, r, &t))
+		goto out;
+	nq = sr_u32(r, "queue count");
+	if (sr_ok(r) && nq != d->ops->nr_queues) {
+		sr_fail(r, "virtio-%s: %u queues saved, the device has %u", d->ops->name, nq,
+			d->ops->nr_queues);
+		goto out;
+	}
+	for (unsigned i = 0; i < nq && sr_ok(r); i++)
+		restore_queue(d, r, i, &vq[i]);
+	if (!sr_ok(r) || !restore_own(d, r))
+		goto out;
+	d->status = t.status;
+	d->device_features_sel = t.device_features_sel;
+	d->driver_features_sel = t.driver_features_sel;
+	d->driver_features = t.driver_features;
+	d->queue_sel = t.queue_sel;
+	d->interrupt_status = t.interrupt_status;
+	memcpy(d->vq, vq, nq * sizeof(vq[0]));
+	ok = true;
+out:
+	pthread_mutex_unlock(&d->lock);
+	return ok;
+}
+
+void virtio_pause(struct virtio_dev *d, bool pause)
+{
+	if (!d->ops->pause)
+		return;
+	pthread_mutex_lock(&d->lock);
+	d->ops->pause(d, pause);
 	pthread_mutex_unlock(&d->lock);
 }

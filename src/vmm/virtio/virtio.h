@@ -38,6 +38,8 @@
 #define VIRTIO_INT_CONFIG	2
 
 struct virtio_dev;
+struct sbuf;
+struct sreader;
 
 struct virtio_dev_ops {
 	const char *name;
@@ -51,6 +53,18 @@ struct virtio_dev_ops {
 	void (*notify)(struct virtio_dev *d, unsigned q);
 	/* The driver reset the device; queues are already cleared.  Optional. */
 	void (*reset)(struct virtio_dev *d);
+
+	/*
+	 * Snapshots, all optional and all called with d->lock held.  save appends the device's
+	 * own state (beyond the transport's); restore reads exactly those bytes (sr_end) and checks
+	 * every field before applying any, false with the reason in r; without restore, the saved
+	 * state must be empty.
+	 * pause(true) stops device threads from touching guest memory or raising interrupts until
+	 * pause(false); a device without threads of its own needs none.
+	 */
+	void (*save)(struct virtio_dev *d, struct sbuf *b);
+	bool (*restore)(struct virtio_dev *d, struct sreader *r);
+	void (*pause)(struct virtio_dev *d, bool pause);
 };
 
 typedef void (*virtio_irq_fn)(void *ctx, unsigned irq);
@@ -85,5 +99,15 @@ void virtio_set_needs_reset(struct virtio_dev *d);
 /* Transport entry points (mmio.c). */
 void virtio_mmio_read(void *dev, uint64_t offset, void *data, unsigned len);
 void virtio_mmio_write(void *dev, uint64_t offset, const void *data, unsigned len);
+
+/*
+ * Snapshots (mmio.c): transport registers, every queue's layout and indices, then the device's
+ * own bytes.  virtio_restore() validates like the transport validates a driver: rings must lie
+ * in guest RAM, sizes within the device's maximum, features among those offered; false with
+ * the reason in r, the device untouched in its transport registers if so.
+ */
+void virtio_save(struct virtio_dev *d, struct sbuf *b);
+bool virtio_restore(struct virtio_dev *d, struct sreader *r);
+void virtio_pause(struct virtio_dev *d, bool pause);
 
 #endif

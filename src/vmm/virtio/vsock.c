@@ -13,13 +13,20 @@
  * socket, every host socket and an eventfd (the "kick").  A vCPU notifying a queue (mmio.c calls
  * ops->notify with d->lock held) only writes the kick; all queue work is done by the I/O thread.
  * Two rules, nothing else:
- *   - the rings, d->status, d->interrupt_status and vs->epoch are touched only under d->lock.
- *     The I/O thread takes it once per loop round for a bounded batch of TX and RX work, and
- *     raises interrupts through virtio_notify_used() while holding it;
+ *   - the rings, d->status, d->interrupt_status, vs->epoch, vs->paused and vs->rx_held are
+ *     touched only under d->lock.  The I/O thread takes it once per loop round for a bounded
+ *     batch of TX and RX work, and raises interrupts through virtio_notify_used() while
+ *     holding it;
  *   - connections and the rest of struct virtio_vsock belong to the I/O thread alone.
  * A device reset runs on a vCPU thread, so it cannot touch connections: it bumps vs->epoch, and
  * the I/O thread, which checks the epoch every time it takes the lock and before it touches a
  * ring, drops every connection the guest knew about.
+ *
+ * Pausing (snapshots).  vsock_pause() sets vs->paused under the lock, so once it returns the
+ * I/O thread touches no ring and raises no interrupt until it is cleared.  A popped RX buffer
+ * not yet used goes back to the ring (last_avail steps back), so a snapshot never holds a
+ * buffer that only this process knows it took.  Host sockets keep being served on the host
+ * side, and the 2 s guest deadlines stand still: a resumed guest gets its full 2 s again.
  *
  * Data and memory.  Host -> guest bytes are read from the socket straight into the guest's RX
  * buffers, never more than the guest's credit, so nothing is buffered on that side.  Guest ->
@@ -46,13 +53,13 @@
 #include <sys/queue.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "../../common/log.h"
+#include "../../common/unix_listen.h"
 #include "devices.h"
 #include "vsock_pkt.h"
 
@@ -137,9 +144,11 @@ struct virtio_vsock {
 	pthread_t thread;
 
 	unsigned epoch;			/* under vdev.lock: bumped when the guest's state is gone */
+	bool paused;			/* under vdev.lock: hands off the rings (snapshots) */
 
 	/* I/O thread only */
 	unsigned seen_epoch;
+	bool io_paused;			/* what the I/O thread last saw of paused */
 	struct conn_list conns, dead, rx_wait, timed;
 	struct conn *hash[VSOCK_HASH_SIZE];
 	unsigned nr_conns;
@@ -149,7 +158,7 @@ struct virtio_vsock {
 	struct vsock_hdr orphan[VSOCK_MAX_ORPHANS];
 	unsigned orphan_head, orphans;
 	struct virtq_chain tx, rx, ev;
-	bool rx_held;			/* rx is popped but not yet used */
+	bool rx_held;			/* under vdev.lock: rx is popped but not yet used */
 	struct iovec iov[VIRTQ_MAX_SIZE];
 };
 
@@ -813,6 +822,16 @@ static void forget_guest(struct virtio_vsock *vs)
 	vs->rx_held = false;
 }
 
+/* After a pause the guest gets a whole timeout again; equal timeouts keep the list sorted. */
+static void restart_timers(struct virtio_vsock *vs)
+{
+	uint64_t deadline = now_ms() + VSOCK_TIMEOUT_MS;
+	struct conn *c;
+
+	TAILQ_FOREACH(c, &vs->timed, timer_link)
+		c->deadline = deadline;
+}
+
 static void service_guest(struct virtio_vsock *vs)
 {
 	struct virtio_dev *d = &vs->vdev;
@@ -822,9 +841,12 @@ static void service_guest(struct virtio_vsock *vs)
 		forget_guest(vs);
 		vs->seen_epoch = vs->epoch;
 	}
-	if (device_live(d) && process_tx(vs))
+	if (vs->io_paused && !vs->paused)
+		restart_timers(vs);
+	vs->io_paused = vs->paused;
+	if (!vs->paused && device_live(d) && process_tx(vs))
 		virtio_notify_used(d, VSOCK_TXQ);
-	if (device_live(d) && fill_rx(vs))
+	if (!vs->paused && device_live(d) && fill_rx(vs))
 		virtio_notify_used(d, VSOCK_RXQ);
 	pthread_mutex_unlock(&d->lock);
 }
@@ -960,7 +982,8 @@ static void expire_timers(struct virtio_vsock *vs)
 	uint64_t now = now_ms();
 	struct conn *c;
 
-	while ((c = TAILQ_FIRST(&vs->timed)) && c->deadline <= now) {
+	/* A paused guest cannot answer: its deadlines wait (restart_timers). */
+	while (!vs->io_paused && (c = TAILQ_FIRST(&vs->timed)) && c->deadline <= now) {
 		clear_deadline(vs, c);
 		if (c->state == CONN_REQUEST) {
 			log_debug("vsock: guest did not answer a connect to port %u", c->guest_port);
@@ -982,7 +1005,7 @@ static int next_timeout(struct virtio_vsock *vs)
 
 	if (vs->more)
 		return 0;
-	if (c)
+	if (c && !vs->io_paused)
 		when = c->deadline;
 	if (vs->listen_paused_until && (!when || vs->listen_paused_until < when))
 		when = vs->listen_paused_until;
@@ -1044,6 +1067,21 @@ static void vsock_reset(struct virtio_dev *d)
 	kick(vs);
 }
 
+/* Any thread, d->lock held (virtio_pause). */
+static void vsock_pause(struct virtio_dev *d, bool pause)
+{
+	struct virtio_vsock *vs = (struct virtio_vsock *)d;
+	struct virtq *rxq = &d->vq[VSOCK_RXQ];
+
+	vs->paused = pause;
+	/* Give back a held RX buffer, unless a pending reset has made it meaningless anyway. */
+	if (pause && vs->rx_held && vs->epoch == vs->seen_epoch && rxq->ready) {
+		rxq->last_avail--;
+		vs->rx_held = false;
+	}
+	kick(vs);	/* the I/O thread notices at its next round; on resume, catches up */
+}
+
 static const struct virtio_dev_ops vsock_ops = {
 	.name = "vsock",
 	.device_id = VIRTIO_ID_VSOCK,
@@ -1053,6 +1091,7 @@ static const struct virtio_dev_ops vsock_ops = {
 	.config_size = 8,
 	.notify = vsock_notify,
 	.reset = vsock_reset,
+	.pause = vsock_pause,
 };
 
 int virtio_vsock_transport_reset(struct virtio_dev *d)
@@ -1084,44 +1123,13 @@ int virtio_vsock_transport_reset(struct virtio_dev *d)
 	return ret;
 }
 
-/* Is something accepting connections at this path? */
-static bool socket_is_live(const struct sockaddr_un *sa)
-{
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	bool live;
-
-	if (fd < 0)
-		return false;
-	live = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0 || errno == EAGAIN;
-	close(fd);
-	return live;
-}
-
 static int listen_on(struct virtio_vsock *vs, char *err, size_t errlen)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct stat st;
+	char why[256];
 
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", vs->path);
-	if (lstat(vs->path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode)) {
-			snprintf(err, errlen, "--vsock %s: exists and is not a socket", vs->path);
-			return -1;
-		}
-		if (socket_is_live(&sa)) {
-			snprintf(err, errlen, "--vsock %s: another process listens there", vs->path);
-			return -1;
-		}
-		unlink(vs->path);	/* stale: left by a VMM that is gone */
-	}
-	vs->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (vs->listen_fd < 0 || bind(vs->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		snprintf(err, errlen, "--vsock %s: %s", vs->path, strerror(errno));
-		return -1;
-	}
-	if (listen(vs->listen_fd, 128) < 0) {
-		snprintf(err, errlen, "--vsock %s: %s", vs->path, strerror(errno));
-		unlink(vs->path);	/* ours: bind just created it */
+	vs->listen_fd = unix_listen(vs->path, 128, why, sizeof(why));
+	if (vs->listen_fd < 0) {
+		snprintf(err, errlen, "--vsock %s", why);
 		return -1;
 	}
 	return 0;
