@@ -2,20 +2,25 @@
  * kiln.c - the kiln command line.
  *
  *   kiln run  [VM options] [EXEC options] -- CMD ARGS...   boot, run, tear down
- *   kiln up   [VM options] --dir DIR                       boot a VM and leave it running
+ *   kiln up   [VM options] --dir DIR                       start a VM and leave it running
  *   kiln down --dir DIR                                    stop it and remove DIR
+ *   kiln pause --dir DIR | kiln resume --dir DIR           pause to disk (the VMM exits), resume
+ *   kiln warm [VM options]                                 build the image's warm snapshot
  *   kiln exec --dir DIR|--sock SOCK [EXEC options] -- CMD ARGS...
  *   kiln cp   --dir DIR|--sock SOCK SRC DST                a guest path is written :PATH
  *   kiln ps | attach PID | kill PID [SIGNAL]                 processes started through kiln
  *   kiln ls [--depth N] PATH | stat PATH | mkdir PATH | rm [-r] PATH | mv FROM TO
  *                                                          (all with --dir DIR|--sock SOCK)
  *
- * VM options:   --image NAME | --rootfs FILE, --cpus N, --memory MIB, --hostname NAME
+ * VM options:   --image NAME | --rootfs FILE, --cpus N, --memory MIB, --hostname NAME,
+ *               --cold (boot even if a warm snapshot exists), -v (say how the VM started)
  * EXEC options: -e K=V (repeatable), -w DIR, -u USER, -t (PTY), --timeout SECONDS,
  *               --background (print the PID and leave it running; `kiln attach` later)
  *
  * `run` and `exec` return the command's exit status (128+N if killed by signal N, 124 on
  * timeout, like timeout(1)); kiln's own failures return 125 with a one-line reason.
+ * `run` and `up` clone the image's warm snapshot (template.h) when one exists for the same
+ * image, kernel, kiln-vmm, vCPUs and memory, and boot otherwise (also when the clone fails).
  * The daemon, kilnd, will take over VM management; until then the CLI drives VMs directly.
  */
 #include <errno.h>
@@ -29,9 +34,11 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../client/agent_client.h"
+#include "template.h"
 #include "vmctl.h"
 
 #define EXIT_KILN	125
@@ -44,7 +51,7 @@ struct opts {
 	char *env[MAX_ENV + 1];
 	int nenv;
 	const char *cwd, *user;
-	bool tty, background, recursive;
+	bool tty, background, recursive, cold, verbose;
 	unsigned timeout_s, depth;
 };
 
@@ -66,7 +73,9 @@ static void usage(void)
 		"usage: kiln run  [--image NAME|--rootfs FILE] [--cpus N] [--memory MIB] [-e K=V]...\n"
 		"                 [-w DIR] [-u USER] [-t] [--timeout SEC] -- CMD [ARGS...]\n"
 		"       kiln up   [--image NAME|--rootfs FILE] [--cpus N] [--memory MIB] --dir DIR\n"
-		"       kiln down --dir DIR\n"
+		"       kiln down --dir DIR | pause --dir DIR | resume --dir DIR\n"
+		"       kiln warm [--image NAME|--rootfs FILE] [--cpus N] [--memory MIB]\n"
+		"       (run and up also take --cold: boot, do not clone the warm snapshot; -v)\n"
 		"       kiln exec --dir DIR|--sock SOCK [-e K=V]... [-w DIR] [-u USER] [-t]\n"
 		"                 [--timeout SEC] -- CMD [ARGS...]\n"
 		"       kiln cp   --dir DIR|--sock SOCK SRC DST   (guest paths start with ':')\n"
@@ -99,7 +108,8 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "user", required_argument, NULL, 'u' }, { "tty", no_argument, NULL, 't' },
 		{ "timeout", required_argument, NULL, 'T' }, { "help", no_argument, NULL, 'h' },
 		{ "background", no_argument, NULL, 'b' }, { "depth", required_argument, NULL, 'D' },
-		{ "recursive", no_argument, NULL, 'R' },
+		{ "recursive", no_argument, NULL, 'R' }, { "cold", no_argument, NULL, 'C' },
+		{ "verbose", no_argument, NULL, 'v' },
 		{ 0 }
 	};
 	int c;
@@ -108,7 +118,7 @@ static int parse(int argc, char **argv, struct opts *o)
 	o->cpus = 1;
 	o->memory = 512;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+e:w:u:thr", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+e:w:u:thrv", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'i': o->image = optarg; break;
 		case 'F': o->rootfs = optarg; break;
@@ -132,6 +142,8 @@ static int parse(int argc, char **argv, struct opts *o)
 		case 'D': o->depth = number("--depth", optarg, 1, 64); break;
 		case 'R':
 		case 'r': o->recursive = true; break;
+		case 'C': o->cold = true; break;
+		case 'v': o->verbose = true; break;
 		default: usage();
 		}
 	}
@@ -287,27 +299,69 @@ static const char *target_sock(const struct opts *o, char *buf, size_t len)
 	return buf;
 }
 
+/* img receives the root image's real path: snapshots record it, and an image rebuild that
+ * moves build/images/NAME.ext4 to a new file must not change what an old snapshot reads. */
 static void vm_spec_of(const struct opts *o, struct vm_spec *s, char *img, size_t len)
 {
+	char given[PATH_MAX];
+
 	if (o->rootfs) {
-		snprintf(img, len, "%s", o->rootfs);
+		snprintf(given, sizeof(given), "%s", o->rootfs);
 	} else {
 		const char *name = o->image ? o->image : "base";
 
-		if (image_path(name, img, len))
+		if (image_path(name, given, sizeof(given)))
 			fail("image '%s' is not built (make images, or pass --rootfs FILE)", name);
 	}
-	if (access(img, R_OK))
-		fail("root image %s: not readable", img);
+	if (access(given, R_OK) || len < PATH_MAX || !realpath(given, img))
+		fail("root image %s: not readable", given);
 	*s = (struct vm_spec){ .rootfs = img, .cpus = o->cpus, .memory_mib = o->memory,
 			       .scratch_mib = 4096, .hostname = o->hostname };
+	const char *base = strrchr(given, '/');
+
+	snprintf(s->name, sizeof(s->name), "%s", base ? base + 1 : given);
+}
+
+static double ms_since(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (t.tv_sec - t0->tv_sec) * 1e3 + (t.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* Clone the warm snapshot if there is a usable one, else boot.  Exits on failure. */
+static void start_vm(const char *dir, const struct opts *o, const struct vm_spec *spec)
+{
+	struct agent_error e = { 0 };
+	char snap[PATH_MAX];
+	struct timespec t0;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (!o->cold && template_find(spec, snap, sizeof(snap)) == 0) {
+		if (vm_clone(dir, snap, spec, &e) == 0) {
+			if (o->verbose)
+				fprintf(stderr, "kiln: cloned warm snapshot %s in %.0f ms\n", snap,
+					ms_since(&t0));
+			return;
+		}
+		fprintf(stderr, "kiln: warm snapshot %s: %s; booting instead\n", snap, e.message);
+		vm_down(dir);
+		e = (struct agent_error){ 0 };
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+	}
+	if (vm_up(dir, spec, &e)) {
+		vm_down(dir);
+		fail("%s", e.message);
+	}
+	if (o->verbose)
+		fprintf(stderr, "kiln: booted in %.0f ms\n", ms_since(&t0));
 }
 
 static int cmd_run(int argc, char **argv)
 {
 	struct opts o;
 	struct vm_spec spec;
-	struct agent_error e = { 0 };
 	char img[PATH_MAX], dir[] = "/tmp/kiln-run-XXXXXX", sock[PATH_MAX];
 	int i = parse(argc, argv, &o);
 
@@ -316,10 +370,7 @@ static int cmd_run(int argc, char **argv)
 	vm_spec_of(&o, &spec, img, sizeof(img));
 	if (!mkdtemp(dir))
 		fail("cannot create a temporary directory: %s", strerror(errno));
-	if (vm_up(dir, &spec, &e)) {
-		vm_down(dir);
-		fail("%s", e.message);
-	}
+	start_vm(dir, &o, &spec);
 	vm_sock_path(dir, sock, sizeof(sock));
 	int status = do_exec(sock, &o, argv + i);
 
@@ -331,16 +382,41 @@ static int cmd_up(int argc, char **argv)
 {
 	struct opts o;
 	struct vm_spec spec;
-	struct agent_error e = { 0 };
 	char img[PATH_MAX];
 
 	if (parse(argc, argv, &o) != argc || !o.dir)
 		usage();
 	vm_spec_of(&o, &spec, img, sizeof(img));
-	if (vm_up(o.dir, &spec, &e)) {
-		vm_down(o.dir);
+	start_vm(o.dir, &o, &spec);
+	return 0;
+}
+
+static int cmd_warm(int argc, char **argv)
+{
+	struct opts o;
+	struct vm_spec spec;
+	struct agent_error e = { 0 };
+	char img[PATH_MAX], snap[PATH_MAX];
+
+	if (parse(argc, argv, &o) != argc || o.dir)
+		usage();
+	vm_spec_of(&o, &spec, img, sizeof(img));
+	if (template_warm(&spec, snap, sizeof(snap), &e))
+		fail("warm: %s", e.message);
+	printf("%s\n", snap);
+	return 0;
+}
+
+/* pause, resume */
+static int cmd_pause_resume(const char *cmd, int argc, char **argv)
+{
+	struct opts o;
+	struct agent_error e = { 0 };
+
+	if (parse(argc, argv, &o) != argc || !o.dir)
+		usage();
+	if ((!strcmp(cmd, "pause") ? vm_pause : vm_resume)(o.dir, &e))
 		fail("%s", e.message);
-	}
 	return 0;
 }
 
@@ -513,6 +589,10 @@ int main(int argc, char **argv)
 		return cmd_up(argc, argv);
 	if (!strcmp(cmd, "down"))
 		return cmd_down(argc, argv);
+	if (!strcmp(cmd, "warm"))
+		return cmd_warm(argc, argv);
+	if (!strcmp(cmd, "pause") || !strcmp(cmd, "resume"))
+		return cmd_pause_resume(cmd, argc, argv);
 	if (!strcmp(cmd, "exec"))
 		return cmd_exec(argc, argv);
 	if (!strcmp(cmd, "cp"))

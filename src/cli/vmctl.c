@@ -1,10 +1,12 @@
 /*
  * vmctl.c - see vmctl.h.
  *
- * A VM directory holds: scratch.ext4 (sparse, formatted here; the only thing a sandbox writes),
- * vsock.sock (kiln-vmm's hybrid vsock socket), console.log, vmm.pid.  The read-only root image
- * is shared by every VM and never copied.  kiln-vmm, vmlinux and kiln-initrd.cpio are found
- * next to this program (the build directory) unless KILN_VMM, KILN_KERNEL, KILN_INITRD say.
+ * A VM directory holds: scratch.ext4 (sparse, formatted here or copied from a snapshot; the only
+ * thing a sandbox writes), vsock.sock (kiln-vmm's hybrid vsock socket), control.sock (its
+ * control socket), console.log, vmm.log (kiln-vmm's stderr), vmm.pid, and while paused to disk
+ * paused/ (a snapshot).  The read-only root image is shared by every VM and never copied.
+ * Paths handed to kiln-vmm are absolute, so a later `kiln pause` from another working directory
+ * names the same files.
  */
 #include "vmctl.h"
 
@@ -12,16 +14,23 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #define AGENT_BOOT_TIMEOUT_MS	(300 * 1000)	/* generous: the nested test host is slow */
+#define CONTROL_TIMEOUT_MS	(300 * 1000)	/* a snapshot writes all of guest RAM */
+#define VMM_EXIT_TIMEOUT_MS	(10 * 1000)
+#define SCRATCH_DISK		"1"		/* disk 0 is the root image */
 
 static void self_dir(char *buf, size_t len)
 {
@@ -34,7 +43,7 @@ static void self_dir(char *buf, size_t len)
 		*slash = 0;
 }
 
-static void artefact(const char *env, const char *name, char *buf, size_t len)
+void artefact(const char *env, const char *name, char *buf, size_t len)
 {
 	char dir[PATH_MAX];
 	const char *v = getenv(env);
@@ -64,7 +73,7 @@ void vm_sock_path(const char *dir, char *buf, size_t len)
 	snprintf(buf, len, "%s/vsock.sock", dir);
 }
 
-static int run_quiet(char *const argv[])
+int run_quiet(char *const argv[])
 {
 	pid_t pid = fork();
 	int status;
@@ -102,37 +111,48 @@ static int make_scratch(const char *dir, unsigned mib)
 	return run_quiet(argv);
 }
 
-static pid_t spawn_vmm(const char *dir, const struct vm_spec *s)
+static void vm_file(const char *dir, const char *name, char *buf, size_t len)
 {
-	char vmm[PATH_MAX], kernel[PATH_MAX], initrd[PATH_MAX];
-	char root[PATH_MAX + 8], scratch[PATH_MAX + 16], vsock[PATH_MAX + 16], serial[PATH_MAX + 16];
-	char cpus[16], mem[16], cmdline[512];
+	snprintf(buf, len, "%s/%s", dir, name);
+}
+
+static int fail_errno(struct agent_error *e, const char *what, const char *path)
+{
+	e->err = errno;
+	snprintf(e->message, sizeof(e->message), "%s %s: %s", what, path, strerror(errno));
+	return -1;
+}
+
+/* dir made absolute (it must exist). */
+static int abs_dir(const char *dir, char *buf, struct agent_error *e)
+{
+	if (!realpath(dir, buf))
+		return fail_errno(e, "VM directory", dir);
+	return 0;
+}
+
+/* Create dir (it may exist, empty or not: `kiln up` has always allowed that) and absolutise. */
+static int make_vm_dir(const char *dir, char *buf, struct agent_error *e)
+{
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return fail_errno(e, "cannot create", dir);
+	return abs_dir(dir, buf, e);
+}
+
+/* Start kiln-vmm with argv (argv[0] is filled in here) detached, stderr to dir/vmm.log. */
+static pid_t spawn_vmm(const char *dir, char **argv)
+{
+	char vmm[PATH_MAX], log[PATH_MAX];
+	pid_t pid;
 
 	artefact("KILN_VMM", "kiln-vmm", vmm, sizeof(vmm));
-	artefact("KILN_KERNEL", "vmlinux", kernel, sizeof(kernel));
-	artefact("KILN_INITRD", "kiln-initrd.cpio", initrd, sizeof(initrd));
-	snprintf(root, sizeof(root), "%s,ro,id=root", s->rootfs);
-	snprintf(scratch, sizeof(scratch), "%s/scratch.ext4,id=scratch", dir);
-	snprintf(vsock, sizeof(vsock), "3,%s/vsock.sock", dir);
-	snprintf(serial, sizeof(serial), "file:%s/console.log", dir);
-	snprintf(cpus, sizeof(cpus), "%u", s->cpus);
-	snprintf(mem, sizeof(mem), "%u", s->memory_mib);
-	snprintf(cmdline, sizeof(cmdline), "console=ttyS0 quiet reboot=k panic=-1 "
-		 "kiln.root=/dev/vda kiln.scratch=/dev/vdb kiln.hostname=%s",
-		 s->hostname ? s->hostname : "kiln");
-
-	char *argv[] = { vmm, "--kernel", kernel, "--initrd", initrd, "--cpus", cpus,
-			 "--memory", mem, "--disk", root, "--disk", scratch, "--vsock", vsock,
-			 "--serial", serial, "--cmdline", cmdline, NULL };
-	pid_t pid = fork();
-
+	argv[0] = vmm;
+	vm_file(dir, "vmm.log", log, sizeof(log));
+	pid = fork();
 	if (pid == 0) {
-		char log[PATH_MAX + 16];
 		int null = open("/dev/null", O_RDWR);
-		int err;
+		int err = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
 
-		snprintf(log, sizeof(log), "%s/vmm.log", dir);
-		err = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 		setsid();		/* the VM outlives a terminal hang-up of `kiln up` */
 		dup2(null, 0);
 		dup2(null, 1);
@@ -143,6 +163,58 @@ static pid_t spawn_vmm(const char *dir, const struct vm_spec *s)
 	return pid;
 }
 
+/* The arguments every VMM of dir gets: its sockets and console. */
+struct vmm_io {
+	char vsock[PATH_MAX + 8], control[PATH_MAX], serial[PATH_MAX + 8];
+};
+
+static void vmm_io_of(const char *dir, struct vmm_io *io)
+{
+	snprintf(io->vsock, sizeof(io->vsock), "3,%s/vsock.sock", dir);
+	vm_file(dir, "control.sock", io->control, sizeof(io->control));
+	snprintf(io->serial, sizeof(io->serial), "file:%s/console.log", dir);
+}
+
+static pid_t spawn_boot(const char *dir, const struct vm_spec *s)
+{
+	char kernel[PATH_MAX], initrd[PATH_MAX];
+	char root[PATH_MAX + 16], scratch[PATH_MAX + 16];
+	char cpus[16], mem[16], cmdline[512];
+	struct vmm_io io;
+
+	artefact("KILN_KERNEL", "vmlinux", kernel, sizeof(kernel));
+	artefact("KILN_INITRD", "kiln-initrd.cpio", initrd, sizeof(initrd));
+	vmm_io_of(dir, &io);
+	snprintf(root, sizeof(root), "%s,ro,id=root", s->rootfs);
+	snprintf(scratch, sizeof(scratch), "%s/scratch.ext4,id=scratch", dir);
+	snprintf(cpus, sizeof(cpus), "%u", s->cpus);
+	snprintf(mem, sizeof(mem), "%u", s->memory_mib);
+	snprintf(cmdline, sizeof(cmdline), "console=ttyS0 quiet reboot=k panic=-1 "
+		 "kiln.root=/dev/vda kiln.scratch=/dev/vdb kiln.hostname=%s",
+		 s->hostname ? s->hostname : "kiln");
+
+	char *argv[] = { NULL, "--kernel", kernel, "--initrd", initrd, "--cpus", cpus,
+			 "--memory", mem, "--disk", root, "--disk", scratch, "--vsock", io.vsock,
+			 "--control", io.control, "--serial", io.serial, "--cmdline", cmdline, NULL };
+
+	return spawn_vmm(dir, argv);
+}
+
+/* Restore snap_dir with dir's scratch disk and sockets. */
+static pid_t spawn_restore(const char *dir, const char *snap_dir)
+{
+	char scratch[PATH_MAX + 8];
+	struct vmm_io io;
+
+	vmm_io_of(dir, &io);
+	snprintf(scratch, sizeof(scratch), SCRATCH_DISK "=%s/scratch.ext4", dir);
+
+	char *argv[] = { NULL, "--restore", (char *)snap_dir, "--disk", scratch,
+			 "--vsock", io.vsock, "--control", io.control, "--serial", io.serial, NULL };
+
+	return spawn_vmm(dir, argv);
+}
+
 static void tail_file(const char *dir, const char *name, char *out, size_t len)
 {
 	char path[PATH_MAX], buf[4096];
@@ -150,7 +222,7 @@ static void tail_file(const char *dir, const char *name, char *out, size_t len)
 	ssize_t n;
 
 	out[0] = 0;
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	vm_file(dir, name, path, sizeof(path));
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return;
@@ -174,7 +246,7 @@ static void write_pid(const char *dir, pid_t pid)
 	char path[PATH_MAX];
 	FILE *f;
 
-	snprintf(path, sizeof(path), "%s/vmm.pid", dir);
+	vm_file(dir, "vmm.pid", path, sizeof(path));
 	f = fopen(path, "we");
 	if (f) {
 		fprintf(f, "%d\n", pid);
@@ -182,34 +254,47 @@ static void write_pid(const char *dir, pid_t pid)
 	}
 }
 
-int vm_up(const char *dir, const struct vm_spec *s, struct agent_error *e)
+static pid_t read_pid(const char *dir)
+{
+	char path[PATH_MAX];
+	FILE *f;
+	int pid = 0;
+
+	vm_file(dir, "vmm.pid", path, sizeof(path));
+	f = fopen(path, "re");
+	if (f) {
+		if (fscanf(f, "%d", &pid) != 1)
+			pid = 0;
+		fclose(f);
+	}
+	return pid > 0 && kill(pid, 0) == 0 ? pid : 0;
+}
+
+/* Wait up to timeout_ms for pid (not necessarily our child) to exit; true if it did. */
+static bool wait_exit(pid_t pid, int timeout_ms)
+{
+	for (int waited = 0; waited < timeout_ms; waited += 10) {
+		waitpid(pid, NULL, WNOHANG);
+		if (kill(pid, 0) < 0)
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+/* Poll for the agent of the VMM pid just started, noticing at once if it died instead. */
+static int wait_agent(const char *dir, pid_t pid, struct agent_error *e)
 {
 	char sock[PATH_MAX], why[300];
 	int status;
 
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
-		snprintf(e->message, sizeof(e->message), "cannot create %s: %s", dir, strerror(errno));
-		return -1;
-	}
-	if (make_scratch(dir, s->scratch_mib)) {
-		snprintf(e->message, sizeof(e->message), "cannot create the scratch disk in %s", dir);
-		return -1;
-	}
-	pid_t pid = spawn_vmm(dir, s);
-
-	if (pid < 0) {
-		snprintf(e->message, sizeof(e->message), "cannot start kiln-vmm: %s", strerror(errno));
-		return -1;
-	}
-	write_pid(dir, pid);
 	vm_sock_path(dir, sock, sizeof(sock));
-	/* Poll for the agent, but notice at once if the VMM died instead. */
-	for (int waited = 0; waited < AGENT_BOOT_TIMEOUT_MS; waited += 200) {
+	for (int waited = 0; waited < AGENT_BOOT_TIMEOUT_MS; waited += 20) {
 		int fd;
 
 		if (waitpid(pid, &status, WNOHANG) == pid) {
 			tail_file(dir, "vmm.log", why, sizeof(why));
-			snprintf(e->message, sizeof(e->message), "VM stopped while booting: %s", why);
+			snprintf(e->message, sizeof(e->message), "VM stopped while starting: %s", why);
 			return -1;
 		}
 		if (access(sock, F_OK) == 0 && (fd = agent_connect(sock, PROTO_AGENT_PORT, 200, e)) >= 0) {
@@ -228,11 +313,187 @@ int vm_up(const char *dir, const struct vm_spec *s, struct agent_error *e)
 			if (ok)
 				return 0;
 		}
-		usleep(200000);
+		usleep(20000);
 	}
 	snprintf(e->message, sizeof(e->message), "guest agent did not come up");
-	vm_down(dir);
 	return -1;
+}
+
+/* Start a VMM (boot or restore) in dir and wait for its agent; on failure nothing runs. */
+static int start(const char *dir, pid_t pid, struct agent_error *e)
+{
+	if (pid < 0) {
+		snprintf(e->message, sizeof(e->message), "cannot start kiln-vmm: %s", strerror(errno));
+		return -1;
+	}
+	write_pid(dir, pid);
+	if (wait_agent(dir, pid, e) == 0)
+		return 0;
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	return -1;
+}
+
+/* What makes a restored guest a machine of its own: entropy, clock, hostname, sandbox id. */
+static int refresh_identity(const char *dir, const char *hostname, bool new_id,
+			    struct agent_error *e)
+{
+	char sock[PATH_MAX], id[32] = "";
+	uint64_t r = 0;
+	int fd, ret;
+
+	if (new_id) {
+		if (getrandom(&r, sizeof(r), 0) != sizeof(r))
+			return fail_errno(e, "getrandom", "");
+		snprintf(id, sizeof(id), "sbx-%016llx", (unsigned long long)r);
+	}
+	vm_sock_path(dir, sock, sizeof(sock));
+	fd = agent_connect(sock, PROTO_AGENT_PORT, 10000, e);
+	if (fd < 0)
+		return -1;
+	ret = agent_set_identity(fd, hostname, new_id ? id : NULL, NULL, e);
+	close(fd);
+	return ret;
+}
+
+int vm_up(const char *dir, const struct vm_spec *s, struct agent_error *e)
+{
+	char abs[PATH_MAX];
+
+	if (make_vm_dir(dir, abs, e))
+		return -1;
+	if (make_scratch(abs, s->scratch_mib)) {
+		snprintf(e->message, sizeof(e->message), "cannot create the scratch disk in %s", abs);
+		return -1;
+	}
+	return start(abs, spawn_boot(abs, s), e);
+}
+
+int vm_clone(const char *dir, const char *snap_dir, const struct vm_spec *s,
+	     struct agent_error *e)
+{
+	char abs[PATH_MAX], from[PATH_MAX], to[PATH_MAX];
+
+	if (make_vm_dir(dir, abs, e))
+		return -1;
+	snprintf(from, sizeof(from), "%s/disk" SCRATCH_DISK, snap_dir);
+	vm_file(abs, "scratch.ext4", to, sizeof(to));
+	/* Shares extents where the filesystem can (reflink), else copies only the used ones. */
+	char *cp[] = { "cp", "--reflink=auto", "--sparse=always", from, to, NULL };
+
+	if (run_quiet(cp)) {
+		snprintf(e->message, sizeof(e->message), "cannot copy %s to %s", from, to);
+		return -1;
+	}
+	if (start(abs, spawn_restore(abs, snap_dir), e))
+		return -1;
+	return refresh_identity(abs, s->hostname ? s->hostname : "kiln", true, e);
+}
+
+int vm_control(const char *dir, const char *command, char *reply, size_t len,
+	       struct agent_error *e)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char line[PATH_MAX + 64];
+	size_t got = 0;
+	int fd, n = snprintf(line, sizeof(line), "%s\n", command);
+
+	if ((size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/control.sock", dir) >=
+	    sizeof(sa.sun_path)) {
+		snprintf(e->message, sizeof(e->message), "%s: path too long for a socket", dir);
+		return -1;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    write(fd, line, n) != n) {
+		fail_errno(e, "control socket", sa.sun_path);
+		goto out;
+	}
+	while (got < sizeof(line) - 1) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t r;
+
+		if (poll(&p, 1, CONTROL_TIMEOUT_MS) != 1)
+			break;
+		r = read(fd, line + got, sizeof(line) - 1 - got);
+		if (r <= 0)
+			break;
+		got += r;
+		if (memchr(line, '\n', got))
+			break;
+	}
+	line[got] = 0;
+	line[strcspn(line, "\n")] = 0;
+	close(fd);
+	if (!strncmp(line, "ok", 2) && (line[2] == 0 || line[2] == ' ')) {
+		snprintf(reply, len, "%s", line[2] ? line + 3 : "");
+		return 0;
+	}
+	snprintf(e->message, sizeof(e->message), "kiln-vmm: %s",
+		 got ? line : "no answer on the control socket");
+	return -1;
+out:
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+int vm_pause(const char *dir, struct agent_error *e)
+{
+	char abs[PATH_MAX], snap[PATH_MAX], cmd[PATH_MAX + 16], reply[256], path[PATH_MAX];
+	pid_t pid;
+
+	if (abs_dir(dir, abs, e))
+		return -1;
+	pid = read_pid(abs);
+	if (!pid) {
+		snprintf(e->message, sizeof(e->message), "%s: no running VM", abs);
+		return -1;
+	}
+	vm_file(abs, "paused", snap, sizeof(snap));
+	snprintf(cmd, sizeof(cmd), "snapshot %s", snap);
+	if (vm_control(abs, cmd, reply, sizeof(reply), e))
+		return -1;	/* kiln-vmm removed what it wrote and resumed the guest */
+	if (vm_control(abs, "stop", reply, sizeof(reply), e) || !wait_exit(pid, VMM_EXIT_TIMEOUT_MS)) {
+		kill(pid, SIGKILL);
+		wait_exit(pid, VMM_EXIT_TIMEOUT_MS);
+	}
+	/* The snapshot's copy of the scratch disk equals scratch.ext4 now that the guest is gone:
+	 * resume uses scratch.ext4 in place, so drop the copy. */
+	snprintf(path, sizeof(path), "%s/disk" SCRATCH_DISK, snap);
+	unlink(path);
+	for (const char *const *f = (const char *const[]){ "vmm.pid", "vsock.sock", "control.sock",
+							    NULL }; *f; f++) {
+		vm_file(abs, *f, path, sizeof(path));
+		unlink(path);
+	}
+	return 0;
+}
+
+static int remove_tree(const char *path);
+
+int vm_resume(const char *dir, struct agent_error *e)
+{
+	char abs[PATH_MAX], snap[PATH_MAX], state[PATH_MAX + 8];
+
+	if (abs_dir(dir, abs, e))
+		return -1;
+	if (read_pid(abs)) {
+		snprintf(e->message, sizeof(e->message), "%s: the VM is running", abs);
+		return -1;
+	}
+	vm_file(abs, "paused", snap, sizeof(snap));
+	snprintf(state, sizeof(state), "%s/state", snap);
+	if (access(state, F_OK)) {
+		snprintf(e->message, sizeof(e->message), "%s: not paused (no %s)", abs, state);
+		return -1;
+	}
+	if (start(abs, spawn_restore(abs, snap), e))
+		return -1;
+	/* Guest RAM is mapped from paused/memory privately: unlinking it frees the disk space
+	 * when kiln-vmm exits, and nothing reads it by name again. */
+	remove_tree(snap);
+	return refresh_identity(abs, NULL, false, e);
 }
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -241,28 +502,19 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 	return flag == FTW_DP ? rmdir(path) : unlink(path);
 }
 
+static int remove_tree(const char *path)
+{
+	return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 void vm_down(const char *dir)
 {
-	char path[PATH_MAX];
-	FILE *f;
-	int pid = 0;
+	pid_t pid = read_pid(dir);
 
-	snprintf(path, sizeof(path), "%s/vmm.pid", dir);
-	f = fopen(path, "re");
-	if (f) {
-		if (fscanf(f, "%d", &pid) != 1)
-			pid = 0;
-		fclose(f);
+	/* kiln-vmm exits at once on SIGTERM; wait for it (it may not be our child). */
+	if (pid && kill(pid, SIGTERM) == 0 && !wait_exit(pid, 5000)) {
+		kill(pid, SIGKILL);
+		wait_exit(pid, 5000);
 	}
-	if (pid > 0 && kill(pid, SIGTERM) == 0) {
-		/* kiln-vmm exits at once on SIGTERM; wait for it (it may not be our child). */
-		for (int i = 0; i < 500 && kill(pid, 0) == 0; i++) {
-			waitpid(pid, NULL, WNOHANG);
-			usleep(10000);
-		}
-		if (kill(pid, 0) == 0)
-			kill(pid, SIGKILL);
-		waitpid(pid, NULL, WNOHANG);
-	}
-	nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	remove_tree(dir);
 }

@@ -1,17 +1,21 @@
 /*
- * vmctl.h - start and stop a sandbox VM for the CLI: a state directory holding the scratch disk,
- * the vsock socket, the console log and the VMM's pid; kiln-vmm runs detached from the caller.
+ * vmctl.h - start, stop, pause and resume a sandbox VM for the CLI.  A VM lives in a state
+ * directory (scratch disk, vsock and control sockets, console log, the VMM's pid); kiln-vmm
+ * runs detached from the caller.  A VM starts by a cold boot or as a clone of a warm snapshot
+ * (template.h), and can be paused to disk (its VMM exits) and resumed later.
  */
 #ifndef KILN_VMCTL_H
 #define KILN_VMCTL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <sys/types.h>
 
 #include "../client/agent_client.h"
 
 struct vm_spec {
-	const char *rootfs;		/* read-only ext4 root image */
+	const char *rootfs;		/* read-only ext4 root image, absolute */
+	char name[64];			/* the image's file name, to name its warm snapshots */
 	unsigned cpus, memory_mib;
 	unsigned scratch_mib;		/* sparse writable layer */
 	const char *hostname;
@@ -20,7 +24,28 @@ struct vm_spec {
 /* Boot a VM into dir (created) and wait until its agent answers.  0 or -1 with e set. */
 int vm_up(const char *dir, const struct vm_spec *spec, struct agent_error *e);
 
-/* Stop the VM of dir and remove dir. */
+/*
+ * Start a VM in dir (created) as a clone of the snapshot in snap_dir: its own copy of the
+ * snapshot's scratch disk, memory shared copy-on-write.  Waits for the agent, then gives the
+ * guest fresh entropy, the host's clock, spec->hostname and a new sandbox id.  On failure the
+ * VMM's reason is in e and dir holds no running VM.
+ */
+int vm_clone(const char *dir, const char *snap_dir, const struct vm_spec *spec,
+	     struct agent_error *e);
+
+/* Pause to disk: snapshot the running VM of dir into dir/paused, then stop its VMM. */
+int vm_pause(const char *dir, struct agent_error *e);
+
+/* Resume a VM paused by vm_pause: processes, memory and files as they were; clock and
+ * entropy refreshed.  The snapshot is removed once the guest answers. */
+int vm_resume(const char *dir, struct agent_error *e);
+
+/* Send one command line to the VMM's control socket; its answer line (without "ok ") in reply.
+ * 0 when it answered ok, -1 with e set otherwise. */
+int vm_control(const char *dir, const char *command, char *reply, size_t len,
+	       struct agent_error *e);
+
+/* Stop the VM of dir (running or paused) and remove dir. */
 void vm_down(const char *dir);
 
 /* The agent socket of a VM directory, for agent_connect(). */
@@ -28,5 +53,12 @@ void vm_sock_path(const char *dir, char *buf, size_t len);
 
 /* Where an image NAME lives: build/images/NAME.ext4 next to this program. */
 int image_path(const char *name, char *buf, size_t len);
+
+/* Where kiln-vmm, vmlinux and kiln-initrd.cpio are: next to this program unless the
+ * environment variable env (KILN_VMM, KILN_KERNEL, KILN_INITRD) says otherwise. */
+void artefact(const char *env, const char *name, char *buf, size_t len);
+
+/* Run argv quietly (output to /dev/null); 0 if it exited with status 0. */
+int run_quiet(char *const argv[]);
 
 #endif

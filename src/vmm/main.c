@@ -129,7 +129,9 @@ static int open_serial_out(const struct options *o)
 	case SERIAL_STDIO:
 		return STDOUT_FILENO;
 	case SERIAL_FILE:
-		fd = open(o->serial_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		/* A restored guest continues its console: append to what the boot wrote. */
+		fd = open(o->serial_path, O_WRONLY | O_CREAT | O_CLOEXEC |
+			  (o->restore_dir ? O_APPEND : O_TRUNC), 0644);
 		if (fd < 0)
 			die(VM_EXIT_USAGE, "--serial file:%s: %s", o->serial_path, strerror(errno));
 		return fd;

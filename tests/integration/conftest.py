@@ -119,3 +119,26 @@ def tiny_elf(code, paddr=0x1000000):
                      2, 62, 1, paddr, ehsize, 0, 0, ehsize, phsize, 1, 0, 0, 0)
     ph = struct.pack("<IIQQQQQQ", 1, 7, offset, paddr, paddr, len(code), len(code), 0x1000)
     return eh + ph + code
+
+
+def busybox_image(tmp, files=None):
+    """A tiny root image for kiln-init: busybox, memhog, a passwd with root and an unprivileged
+    user, and files ({path in the image: text}) besides."""
+    root = Path(tmp) / "rootfs"
+    make_rootfs(root, "exit 0")
+    shutil.copy(ROOT / "build" / "tests" / "guest" / "memhog", root / "bin" / "memhog")
+    etc = root / "etc"
+    etc.mkdir()
+    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
+                                "user:x:1000:1000:user:/home/user:/bin/sh\n")
+    (etc / "group").write_text("root:x:0:\nuser:x:1000:\n")
+    for d in ("root", "home/user", "tmp", "run"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    os.chown(root / "home/user", 1000, 1000)
+    (root / "tmp").chmod(0o1777)
+    for path, text in (files or {}).items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    image = Path(tmp) / "busybox.ext4"
+    make_ext4(image, root, size_mib=32)
+    return image

@@ -11,28 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, make_ext4, make_rootfs
+from conftest import ROOT, busybox_image
 
 KILN = ROOT / "build" / "kiln"
-
-
-def busybox_image(tmp):
-    """A tiny root image: busybox, a passwd with root and an unprivileged user."""
-    root = Path(tmp) / "rootfs"
-    make_rootfs(root, "exit 0")
-    shutil.copy(ROOT / "build" / "tests" / "guest" / "memhog", root / "bin" / "memhog")
-    etc = root / "etc"
-    etc.mkdir()
-    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
-                                "user:x:1000:1000:user:/home/user:/bin/sh\n")
-    (etc / "group").write_text("root:x:0:\nuser:x:1000:\n")
-    for d in ("root", "home/user", "tmp", "run"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    os.chown(root / "home/user", 1000, 1000)
-    (root / "tmp").chmod(0o1777)
-    image = Path(tmp) / "busybox.ext4"
-    make_ext4(image, root, size_mib=32)
-    return image
 
 
 @pytest.fixture(scope="module")

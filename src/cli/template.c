@@ -1,0 +1,249 @@
+/*
+ * template.c - warm snapshots (see template.h).
+ */
+#include "template.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#define KEY_FORMAT	"kiln-warm 1"	/* bump when what a snapshot depends on changes */
+#define WARMUP_TIMEOUT_MS (600 * 1000)
+
+static const char *cache_dir(void)
+{
+	const char *c = getenv("KILN_CACHE");
+
+	return c && *c ? c : "/var/cache/kiln";
+}
+
+/* "PATH SIZE MTIME" of a file, by its real path; "PATH missing" if it is not there. */
+static void describe_file(const char *what, const char *path, char *out, size_t len)
+{
+	char real[PATH_MAX];
+	struct stat st;
+
+	if (!realpath(path, real) || stat(real, &st)) {
+		snprintf(out, len, "%s=%s missing\n", what, path);
+		return;
+	}
+	snprintf(out, len, "%s=%s %lld %lld.%09ld\n", what, real, (long long)st.st_size,
+		 (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+}
+
+/* Everything a warm snapshot of spec depends on, as text (also saved as DIR/key). */
+static void describe(const struct vm_spec *s, char *out, size_t len)
+{
+	char vmm[PATH_MAX], kernel[PATH_MAX], initrd[PATH_MAX], line[3][PATH_MAX + 64], root[PATH_MAX + 64];
+	struct utsname u;
+
+	artefact("KILN_VMM", "kiln-vmm", vmm, sizeof(vmm));
+	artefact("KILN_KERNEL", "vmlinux", kernel, sizeof(kernel));
+	artefact("KILN_INITRD", "kiln-initrd.cpio", initrd, sizeof(initrd));
+	describe_file("vmm", vmm, line[0], sizeof(line[0]));
+	describe_file("kernel", kernel, line[1], sizeof(line[1]));
+	describe_file("initrd", initrd, line[2], sizeof(line[2]));
+	describe_file("rootfs", s->rootfs, root, sizeof(root));
+	uname(&u);
+	snprintf(out, len, KEY_FORMAT "\n%s%s%s%scpus=%u\nmemory_mib=%u\nscratch_mib=%u\n"
+		 "host=%s %s %s\n", line[0], line[1], line[2], root, s->cpus, s->memory_mib,
+		 s->scratch_mib, u.sysname, u.release, u.machine);
+}
+
+static uint64_t fnv1a64(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (; *s; s++)
+		h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
+	return h;
+}
+
+/* "NAME-CPUSxMEM-" for spec: the image's file name without .ext4, and its shape. */
+static void name_prefix(const struct vm_spec *s, char *out, size_t len)
+{
+	char name[sizeof(s->name)];
+
+	snprintf(name, sizeof(name), "%s", s->name[0] ? s->name : "rootfs");
+	char *dot = strrchr(name, '.');
+
+	if (dot && dot != name)
+		*dot = 0;
+	for (char *p = name; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+		      *p == '-' || *p == '_'))
+			*p = '_';
+	snprintf(out, len, "%s-%ux%u-", name, s->cpus, s->memory_mib);
+}
+
+static void snapshot_dir(const struct vm_spec *s, const char *key, char *dir, size_t len)
+{
+	char prefix[NAME_MAX + 32];
+
+	name_prefix(s, prefix, sizeof(prefix));
+	snprintf(dir, len, "%s/warm/%s%016llx", cache_dir(), prefix,
+		 (unsigned long long)fnv1a64(key));
+}
+
+/* The saved key matches and the snapshot is complete (its state file is written last). */
+static bool snapshot_matches(const char *dir, const char *key)
+{
+	char path[PATH_MAX], saved[8192];
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "%s/state", dir);
+	if (access(path, R_OK))
+		return false;
+	snprintf(path, sizeof(path), "%s/key", dir);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	n = fread(saved, 1, sizeof(saved) - 1, f);
+	fclose(f);
+	saved[n] = 0;
+	return strcmp(saved, key) == 0;
+}
+
+int template_find(const struct vm_spec *s, char *dir, size_t len)
+{
+	char key[8192];
+
+	describe(s, key, sizeof(key));
+	snapshot_dir(s, key, dir, len);
+	return snapshot_matches(dir, key) ? 0 : -1;
+}
+
+/* Run sh -c script in the guest as root; its exit status, or -1 with e set. */
+static int guest_sh(const char *vm_dir, const char *script, struct agent_error *e)
+{
+	struct agent_exec x = { .shell = script, .timeout_ms = WARMUP_TIMEOUT_MS };
+	struct agent_event ev;
+	char sock[PATH_MAX];
+	uint8_t *buf = NULL;
+	size_t cap = 0;
+	uint32_t pid;
+	int fd, status = -1;
+
+	vm_sock_path(vm_dir, sock, sizeof(sock));
+	fd = agent_connect(sock, PROTO_AGENT_PORT, 10000, e);
+	if (fd < 0)
+		return -1;
+	if (agent_exec_start(fd, &x, &pid, e))
+		goto out;
+	while (agent_next_event(fd, &ev, &buf, &cap) == 0) {
+		if (ev.type == EV_EXIT) {
+			status = ev.timed_out ? 124 : ev.exit_signal ? 128 + ev.exit_signal :
+								       ev.exit_code;
+			goto out;
+		}
+		if (ev.type == EV_ERROR) {
+			*e = ev.error;
+			goto out;
+		}
+	}
+	snprintf(e->message, sizeof(e->message), "connection to the guest agent lost");
+out:
+	free(buf);
+	close(fd);
+	return status;
+}
+
+static int rm_quiet(const char *path)
+{
+	char *argv[] = { "rm", "-rf", "--one-file-system", (char *)path, NULL };
+
+	return run_quiet(argv);
+}
+
+/* Remove older snapshots of the same image and shape: a rebuild makes them stale for good. */
+static void remove_stale(const struct vm_spec *s, const char *keep)
+{
+	char warm[PATH_MAX], prefix[NAME_MAX + 32], path[PATH_MAX * 2];
+	const char *keep_name = strrchr(keep, '/') + 1;
+	struct dirent *d;
+	DIR *dp;
+
+	snprintf(warm, sizeof(warm), "%s/warm", cache_dir());
+	name_prefix(s, prefix, sizeof(prefix));
+	dp = opendir(warm);
+	if (!dp)
+		return;
+	while ((d = readdir(dp))) {
+		if (strncmp(d->d_name, prefix, strlen(prefix)) || !strcmp(d->d_name, keep_name) ||
+		    strlen(d->d_name) != strlen(keep_name))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", warm, d->d_name);
+		rm_quiet(path);
+	}
+	closedir(dp);
+}
+
+static int write_key(const char *dir, const char *key)
+{
+	char path[PATH_MAX];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/key", dir);
+	f = fopen(path, "we");
+	if (!f)
+		return -1;
+	fputs(key, f);
+	return fclose(f);
+}
+
+int template_warm(const struct vm_spec *s, char *dir, size_t len, struct agent_error *e)
+{
+	char key[8192], warm[PATH_MAX], work[PATH_MAX], snap[PATH_MAX + 16];
+	char vm[] = "/tmp/kiln-warm-XXXXXX";	/* short: socket paths live in it */
+	char cmd[PATH_MAX + 32], reply[256];
+	int status, ret = -1;
+
+	describe(s, key, sizeof(key));
+	snapshot_dir(s, key, dir, len);
+	snprintf(warm, sizeof(warm), "%s/warm", cache_dir());
+	snprintf(work, sizeof(work), "%s/.tmp-XXXXXX", warm);
+	if ((mkdir(cache_dir(), 0755) < 0 && errno != EEXIST) ||
+	    (mkdir(warm, 0700) < 0 && errno != EEXIST) || !mkdtemp(work)) {
+		snprintf(e->message, sizeof(e->message), "cannot create a directory in %s: %s",
+			 warm, strerror(errno));
+		return -1;
+	}
+	snprintf(snap, sizeof(snap), "%s/snapshot", work);
+	if (!mkdtemp(vm)) {
+		snprintf(e->message, sizeof(e->message), "cannot create %s: %s", vm, strerror(errno));
+		goto out;
+	}
+	if (vm_up(vm, s, e))
+		goto out;
+	status = guest_sh(vm, "if [ -e /etc/kiln/warmup ]; then sh /etc/kiln/warmup; fi; sync", e);
+	if (status != 0) {
+		if (status > 0)
+			snprintf(e->message, sizeof(e->message),
+				 "/etc/kiln/warmup in the image failed with status %d", status);
+		goto out;
+	}
+	snprintf(cmd, sizeof(cmd), "snapshot %s", snap);
+	if (vm_control(vm, cmd, reply, sizeof(reply), e) || write_key(snap, key))
+		goto out;
+	rm_quiet(dir);
+	if (rename(snap, dir)) {
+		snprintf(e->message, sizeof(e->message), "cannot move the snapshot to %s: %s", dir,
+			 strerror(errno));
+		goto out;
+	}
+	remove_stale(s, dir);
+	ret = 0;
+out:
+	vm_down(vm);
+	rm_quiet(work);
+	return ret;
+}
