@@ -122,8 +122,8 @@ test: test-unit test-agent test-vm
 demo: programs kernel image-python
 	tests/vmhost/maybe-run -- scripts/demo
 
-bench: programs kernel image-base
-	tests/vmhost/maybe-run -- sh -c 'bench/boot && bench/exec && bench/snapshot'
+bench: programs kernel images
+	tests/vmhost/maybe-run -- sh -c 'bench/boot && bench/exec && bench/restore'
 
 clean:
 	rm -rf $(B)
