@@ -60,7 +60,7 @@ $(B)/asan/tests/%: $(call asan_obj,tests/unit/%.c $(VMM_LIB))
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $(SANITIZE) $^ -lcmocka -o $@
 
-$(B)/kiln: $(call obj,$(CLI_SRC) $(CLIENT_SRC) $(PROTO_SRC))
+$(B)/kiln: $(call obj,$(CLI_SRC) $(CLIENT_SRC) $(PROTO_SRC) src/common/sparse_file.c)
 	$(CC) $(LDFLAGS) $^ -o $@
 
 # kiln-init runs as PID 1 in every guest, from an initramfs of its own, so root images need

@@ -18,6 +18,7 @@
 
 #include "../../src/vmm/devices/i8042.h"
 #include "../../src/vmm/devices/serial.h"
+#include "../../src/common/sparse_file.h"
 #include "../../src/vmm/snapshot/files.h"
 #include "../../src/vmm/snapshot/format.h"
 #include "../../src/vmm/virtio/devices.h"
@@ -454,7 +455,7 @@ static void test_disk_copy_keeps_holes(void **state)
 	assert_int_equal(pwrite(fd, buf, 4096, 4 << 20), 4096);
 	close(fd);
 	snprintf(dst, sizeof(dst), "%s/copy.img", tmpdir);
-	assert_int_equal(snap_copy_file(src, dst, err, sizeof(err)), 0);
+	assert_int_equal(sparse_copy_file(src, dst, true, err, sizeof(err)), 0);
 	fd = open(dst, O_RDONLY);
 	assert_int_equal(lseek(fd, 0, SEEK_END), 8 << 20);
 	assert_int_equal(pread(fd, buf, 4096, 4 << 20), 4096);
@@ -464,9 +465,9 @@ static void test_disk_copy_keeps_holes(void **state)
 	assert_int_equal(buf[0] | buf[sizeof(buf) - 1], 0);
 	close(fd);
 	assert_true(allocated(dst) <= 1 << 20);
-	assert_int_equal(snap_copy_file(src, dst, err, sizeof(err)), -1);	/* exists */
+	assert_int_equal(sparse_copy_file(src, dst, true, err, sizeof(err)), -1);	/* exists */
 	snprintf(dst, sizeof(dst), "%s/nope/copy.img", tmpdir);
-	assert_int_equal(snap_copy_file(src, dst, err, sizeof(err)), -1);
+	assert_int_equal(sparse_copy_file(src, dst, true, err, sizeof(err)), -1);
 }
 
 static int setup_dir(void **state)

@@ -17,10 +17,6 @@
 /* Create path (it must not exist) holding all of gm; -1 with a reason in err. */
 int snap_write_memory(const struct guest_mem *gm, const char *path, char *err, size_t errlen);
 
-/* Create dst (it must not exist) as a copy of src; -1 with a reason in err. */
-int snap_copy_file(const char *src, const char *dst, char *err, size_t errlen);
-
-/* Write len bytes at off, skipping whole zero pages (left as holes); -1 with errno set. */
-int snap_write_sparse(int fd, const uint8_t *p, uint64_t len, uint64_t off);
+/* Disk copies: sparse_copy_file() in src/common/sparse_file.h. */
 
 #endif

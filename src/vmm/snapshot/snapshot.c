@@ -22,6 +22,7 @@
 #include "../../common/log.h"
 #include "../virtio/devices.h"
 #include "files.h"
+#include "../../common/sparse_file.h"
 #include "kvm_state.h"
 
 #define STATE_NAME	"state"
@@ -167,7 +168,7 @@ static int copy_disks(struct machine *m, const char *dir, char *err, size_t errl
 		if (id->read_only)
 			continue;
 		if (path_in(dst, dir, name, err, errlen) ||
-		    snap_copy_file(id->path, dst, err, errlen))
+		    sparse_copy_file(id->path, dst, true, err, errlen))
 			return -1;
 	}
 	return 0;
