@@ -284,15 +284,55 @@ static bool wait_exit(pid_t pid, int timeout_ms)
 	return false;
 }
 
-/* Poll for the agent of the VMM pid just started, noticing at once if it died instead. */
-static int wait_agent(const char *dir, pid_t pid, struct agent_error *e)
+/* What a VM's first agent request is: INFO after a boot, IDENTITY after a restore. */
+struct first_request {
+	const char *hostname;		/* IDENTITY: NULL keeps it */
+	bool identity, new_id;
+};
+
+static int info_request(int fd)
+{
+	struct frame f;
+	uint8_t *buf = NULL;
+	size_t cap = 0;
+	uint8_t type;
+	uint32_t len;
+	int ok = frame_init(&f, MSG_INFO) == 0 && proto_write_frame(fd, &f) == 0 &&
+		 proto_read_frame(fd, &buf, &cap, &type, &len) == 1 && type == MSG_INFO_REPLY;
+
+	frame_free(&f);
+	free(buf);
+	return ok ? 0 : -1;
+}
+
+/* A restored guest becomes a machine of its own: entropy, clock, hostname, sandbox id. */
+static int identity_request(int fd, const struct first_request *r, struct agent_error *e)
+{
+	char id[32];
+	uint64_t rnd;
+
+	if (!r->new_id)
+		return agent_set_identity(fd, r->hostname, NULL, NULL, e);
+	if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
+		return fail_errno(e, "getrandom", "");
+	snprintf(id, sizeof(id), "sbx-%016llx", (unsigned long long)rnd);
+	return agent_set_identity(fd, r->hostname, id, NULL, e);
+}
+
+/*
+ * Poll for the agent of the VMM pid just started and make its first request, noticing at once
+ * if the VMM died instead.  The first request is what kiln up waits for, so nobody reaches a
+ * restored guest before it has its own identity.
+ */
+static int wait_agent(const char *dir, pid_t pid, const struct first_request *r,
+		      struct agent_error *e)
 {
 	char sock[PATH_MAX], why[300];
 	int status;
 
 	vm_sock_path(dir, sock, sizeof(sock));
 	for (int waited = 0; waited < AGENT_BOOT_TIMEOUT_MS; waited += 20) {
-		int fd;
+		int fd, ok;
 
 		if (waitpid(pid, &status, WNOHANG) == pid) {
 			tail_file(dir, "vmm.log", why, sizeof(why));
@@ -300,19 +340,9 @@ static int wait_agent(const char *dir, pid_t pid, struct agent_error *e)
 			return -1;
 		}
 		if (access(sock, F_OK) == 0 && (fd = agent_connect(sock, PROTO_AGENT_PORT, 200, e)) >= 0) {
-			struct frame f;
-			uint8_t *buf = NULL;
-			size_t cap = 0;
-			uint8_t type;
-			uint32_t len;
-			int ok = frame_init(&f, MSG_INFO) == 0 && proto_write_frame(fd, &f) == 0 &&
-				 proto_read_frame(fd, &buf, &cap, &type, &len) == 1 &&
-				 type == MSG_INFO_REPLY;
-
-			frame_free(&f);
-			free(buf);
+			ok = r->identity ? identity_request(fd, r, e) : info_request(fd);
 			close(fd);
-			if (ok)
+			if (ok == 0)
 				return 0;
 		}
 		usleep(20000);
@@ -322,40 +352,19 @@ static int wait_agent(const char *dir, pid_t pid, struct agent_error *e)
 }
 
 /* Start a VMM (boot or restore) in dir and wait for its agent; on failure nothing runs. */
-static int start(const char *dir, pid_t pid, struct agent_error *e)
+static int start(const char *dir, pid_t pid, const struct first_request *r,
+		 struct agent_error *e)
 {
 	if (pid < 0) {
 		snprintf(e->message, sizeof(e->message), "cannot start kiln-vmm: %s", strerror(errno));
 		return -1;
 	}
 	write_pid(dir, pid);
-	if (wait_agent(dir, pid, e) == 0)
+	if (wait_agent(dir, pid, r, e) == 0)
 		return 0;
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
 	return -1;
-}
-
-/* What makes a restored guest a machine of its own: entropy, clock, hostname, sandbox id. */
-static int refresh_identity(const char *dir, const char *hostname, bool new_id,
-			    struct agent_error *e)
-{
-	char sock[PATH_MAX], id[32] = "";
-	uint64_t r = 0;
-	int fd, ret;
-
-	if (new_id) {
-		if (getrandom(&r, sizeof(r), 0) != sizeof(r))
-			return fail_errno(e, "getrandom", "");
-		snprintf(id, sizeof(id), "sbx-%016llx", (unsigned long long)r);
-	}
-	vm_sock_path(dir, sock, sizeof(sock));
-	fd = agent_connect(sock, PROTO_AGENT_PORT, 10000, e);
-	if (fd < 0)
-		return -1;
-	ret = agent_set_identity(fd, hostname, new_id ? id : NULL, NULL, e);
-	close(fd);
-	return ret;
 }
 
 int vm_up(const char *dir, const struct vm_spec *s, struct agent_error *e)
@@ -368,7 +377,7 @@ int vm_up(const char *dir, const struct vm_spec *s, struct agent_error *e)
 		snprintf(e->message, sizeof(e->message), "cannot create the scratch disk in %s", abs);
 		return -1;
 	}
-	return start(abs, spawn_boot(abs, s), e);
+	return start(abs, spawn_boot(abs, s), &(struct first_request){ 0 }, e);
 }
 
 int vm_clone(const char *dir, const char *snap_dir, const struct vm_spec *s,
@@ -383,9 +392,9 @@ int vm_clone(const char *dir, const char *snap_dir, const struct vm_spec *s,
 	/* Not durable: a clone that does not survive a host crash has nothing to lose. */
 	if (sparse_copy_file(from, to, false, e->message, sizeof(e->message)))
 		return -1;
-	if (start(abs, spawn_restore(abs, snap_dir), e))
-		return -1;
-	return refresh_identity(abs, s->hostname ? s->hostname : "kiln", true, e);
+	return start(abs, spawn_restore(abs, snap_dir),
+		     &(struct first_request){ .identity = true, .new_id = true,
+					      .hostname = s->hostname ? s->hostname : "kiln" }, e);
 }
 
 int vm_control(const char *dir, const char *command, char *reply, size_t len,
@@ -486,12 +495,13 @@ int vm_resume(const char *dir, struct agent_error *e)
 		snprintf(e->message, sizeof(e->message), "%s: not paused (no %s)", abs, state);
 		return -1;
 	}
-	if (start(abs, spawn_restore(abs, snap), e))
+	/* After a pause, the clock is behind by the time away: IDENTITY sets it (and reseeds). */
+	if (start(abs, spawn_restore(abs, snap), &(struct first_request){ .identity = true }, e))
 		return -1;
 	/* Guest RAM is mapped from paused/memory privately: unlinking it frees the disk space
 	 * when kiln-vmm exits, and nothing reads it by name again. */
 	remove_tree(snap);
-	return refresh_identity(abs, NULL, false, e);
+	return 0;
 }
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
