@@ -479,8 +479,8 @@ static int find_context(int conn, const struct request *req, char *id, struct ct
 	return 0;
 }
 
-/* Check and rebuild one frame from the interpreter.  1 sent, 0 done (DONE sent), -1 bad,
- * -2 host gone. */
+/* Check and rebuild one frame from the interpreter.  1 sent, 2 the cell has started (not
+ * sent), 0 done (DONE sent), -1 bad, -2 host gone. */
 static int relay(int conn, uint8_t type, const uint8_t *p, uint32_t len, bool timed_out)
 {
 	struct frame out;
@@ -490,6 +490,8 @@ static int relay(int conn, uint8_t type, const uint8_t *p, uint32_t len, bool ti
 	uint8_t v8;
 	int bad = 0;
 
+	if (type == MSG_STARTED)
+		return 2;		/* for us: the cell began (see op_context_run) */
 	if (frame_init(&out, type))
 		return -2;
 	switch (type) {
@@ -561,7 +563,7 @@ int op_context_run(int conn, const struct request *req)
 	uint8_t *buf = NULL, type;
 	size_t cap = 0;
 	int64_t deadline = 0, next_int = 0;
-	bool timed_out = false;
+	bool timed_out = false, started = false;
 	int kfd, r = find_context(conn, req, id, &s);
 
 	if (r)
@@ -581,8 +583,6 @@ int op_context_run(int conn, const struct request *req)
 		return send_error(conn, EPIPE, "cannot pass the cell to the interpreter", NULL);
 	}
 	frame_free(&f);
-	if (timeout_ms)
-		deadline = now_ms() + timeout_ms;
 	for (;;) {
 		struct pollfd p[2] = { { kfd, POLLIN, 0 }, { conn, POLLIN, 0 } };
 		int64_t now = now_ms(), wait = -1;
@@ -594,6 +594,41 @@ int op_context_run(int conn, const struct request *req)
 		}
 		if (poll(p, 2, wait > 60000 ? 60000 : wait) < 0 && errno != EINTR)
 			break;
+		if (p[0].revents) {
+			int rr = proto_read_frame(kfd, &buf, &cap, &type, &len);
+
+			if (rr != 1) {
+				r = send_error(conn, rr == 0 ? EPIPE : EPROTO, rr == 0 ?
+					       "the context's interpreter exited during the cell; "
+					       "restart the context" :
+					       "the context sent a malformed reply", NULL);
+				break;
+			}
+			rr = relay(conn, type, buf, len, timed_out);
+			if (rr == 2 && !started) {
+				/* Timed from when it runs, not while queued behind another cell. */
+				started = true;
+				if (timeout_ms)
+					deadline = now_ms() + timeout_ms;
+			} else if (rr <= 0) {
+				if (rr == -1)
+					r = send_error(conn, EPROTO, "the context sent a malformed reply",
+						       NULL);
+				else
+					r = rr == 0 ? 0 : -1;
+				break;
+			}
+		}
+		if (p[1].revents) {
+			/* The host may interrupt the cell; anything else, or EOF, means it has gone:
+			 * the cell runs on, unheard, like a notebook's. */
+			if (proto_read_frame(conn, &buf, &cap, &type, &len) != 1 || type != MSG_SIGNAL) {
+				r = -1;
+				break;
+			}
+			if (started)
+				signal_kernel(s.pid, SIGINT);
+		}
 		now = now_ms();
 		if (deadline && now >= deadline + KILL_GRACE_MS) {
 			/* Deaf to interrupts (a C extension in a loop, or caught and ignored). */
@@ -606,34 +641,6 @@ int op_context_run(int conn, const struct request *req)
 			timed_out = true;
 			next_int = now + INTERRUPT_EVERY_MS;
 			signal_kernel(s.pid, SIGINT);
-		}
-		if (p[1].revents) {
-			/* The host may interrupt the cell; anything else, or EOF, means it has gone:
-			 * the cell runs on, unheard, like a notebook's. */
-			if (proto_read_frame(conn, &buf, &cap, &type, &len) != 1 || type != MSG_SIGNAL) {
-				r = -1;
-				break;
-			}
-			signal_kernel(s.pid, SIGINT);
-		}
-		if (p[0].revents) {
-			int rr = proto_read_frame(kfd, &buf, &cap, &type, &len);
-
-			if (rr != 1) {
-				r = send_error(conn, rr == 0 ? EPIPE : EPROTO, rr == 0 ?
-					       "the context's interpreter exited during the cell; "
-					       "restart the context" :
-					       "the context sent a malformed reply", NULL);
-				break;
-			}
-			rr = relay(conn, type, buf, len, timed_out);
-			if (rr == 1)
-				continue;
-			if (rr == -1)
-				r = send_error(conn, EPROTO, "the context sent a malformed reply", NULL);
-			else
-				r = rr == 0 ? 0 : -1;
-			break;
 		}
 	}
 	free(buf);

@@ -449,3 +449,15 @@ def test_cli_errors(agent):
     assert code(agent, "contexts", "frobnicate").returncode == 125
     r = code(agent, "--context", "not-an-id", "1")
     assert r.returncode == 125 and b"context id" in r.stderr
+
+
+def test_a_queued_cell_is_timed_from_when_it_runs(agent, contexts):
+    cid = contexts()
+    first = start_run(agent, cid, "import time; time.sleep(2); 'first'")
+    time.sleep(0.3)
+    second = start_run(agent, cid, "'second'", timeout_ms=1000)   # waits ~1.7 s in the queue
+    first.settimeout(20)
+    second.settimeout(20)
+    a, b = collect(first), collect(second)
+    assert (a.status, a.text()) == (CELL_OK, ["'first'"])
+    assert (b.status, b.text()) == (CELL_OK, ["'second'"])

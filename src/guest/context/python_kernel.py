@@ -25,7 +25,7 @@ import threading
 import traceback
 
 MSG_CONTEXT_RUN = 15
-MSG_STDOUT, MSG_STDERR = 35, 36
+MSG_STARTED, MSG_STDOUT, MSG_STDERR = 32, 35, 36
 MSG_RESULT, MSG_EXCEPTION, MSG_DONE = 46, 47, 48
 TAG_DATA, TAG_CODE, TAG_MIME, TAG_INDEX = 13, 45, 46, 47
 TAG_ENAME, TAG_EVALUE, TAG_TRACEBACK, TAG_EXEC_COUNT, TAG_STATUS = 48, 49, 50, 51, 52
@@ -176,6 +176,8 @@ class Kernel:
         code = req[1][TAG_CODE].decode("utf-8", "replace")
         with self.channel.lock:
             self.channel.conn = conn
+        # The agent times the cell from here: runs queued behind another cell wait untimed.
+        self.channel.send(MSG_STARTED, [])
         status = self.run_cell(code)
         self.output.drain()
         self.channel.send(MSG_DONE, [(TAG_EXEC_COUNT, struct.pack("<I", self.count)),
