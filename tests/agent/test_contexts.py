@@ -461,3 +461,10 @@ def test_a_queued_cell_is_timed_from_when_it_runs(agent, contexts):
     a, b = collect(first), collect(second)
     assert (a.status, a.text()) == (CELL_OK, ["'first'"])
     assert (b.status, b.text()) == (CELL_OK, ["'second'"])
+
+
+def test_cells_define_into_a_real_main_module(agent, ctx):
+    c = run(agent, ctx, "import pickle, sys\nclass Point:\n    pass\n"
+                        "(type(pickle.loads(pickle.dumps(Point()))).__name__, "
+                        "sys.modules['__main__'].Point is Point, 'Kernel' in dir())")
+    assert c.text() == ["('Point', True, False)"], vars(c)

@@ -23,6 +23,7 @@ import struct
 import sys
 import threading
 import traceback
+import types
 
 MSG_CONTEXT_RUN = 15
 MSG_STARTED, MSG_STDOUT, MSG_STDERR = 32, 35, 36
@@ -144,7 +145,12 @@ class Kernel:
         sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", 0), write_through=True)
         sys.stderr = io.TextIOWrapper(os.fdopen(2, "wb", 0), write_through=True)
         sys.stdin = open(os.devnull)
-        self.ns = {"__name__": "__main__", "__builtins__": __builtins__}
+        # The user's namespace is a fresh __main__ module, so pickle and multiprocessing find
+        # what cells define there; the kernel's own globals stay out of sight.
+        main = types.ModuleType("__main__")
+        main.__dict__["__builtins__"] = __builtins__
+        sys.modules["__main__"] = main
+        self.ns = main.__dict__
         self.count = 0
         self.in_cell = False
         signal.signal(signal.SIGINT, self.on_sigint)
