@@ -68,6 +68,10 @@ $(B)/kiln: $(call obj,$(CLI_SRC) $(CLIENT_SRC) $(PROTO_SRC) src/common/sparse_fi
 $(B)/kiln-init: $(call obj,$(GUEST_SRC) $(PROTO_SRC))
 	$(CC) $(LDFLAGS) -static $^ -o $@
 
+# The interpreter scripts of code contexts are compiled into kiln-init (src/guest/kernels.c).
+KERNEL_SCRIPTS := $(wildcard src/guest/context/*.py)
+$(call obj,src/guest/kernels.c) $(call asan_obj,src/guest/kernels.c): $(KERNEL_SCRIPTS)
+
 # The agent again, dynamically linked with ASan/UBSan, for the host-side agent tests.
 $(B)/asan/kiln-init: $(call asan_obj,$(GUEST_SRC) $(PROTO_SRC))
 	$(CC) $(LDFLAGS) $(SANITIZE) $^ -o $@

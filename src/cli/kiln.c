@@ -11,6 +11,7 @@
  *   kiln ps | attach PID | kill PID [SIGNAL]                 processes started through kiln
  *   kiln ls [--depth N] PATH | stat PATH | mkdir PATH | rm [-r] PATH | mv FROM TO
  *                                                          (all with --dir DIR|--sock SOCK)
+ *   kiln code ... [CODE | -]                               cells in code contexts (code.c)
  *
  * VM options:   --image NAME | --rootfs FILE, --cpus N, --memory MIB, --hostname NAME,
  *               --cold (boot even if a warm snapshot exists), -v (say how the VM started)
@@ -38,6 +39,7 @@
 #include <unistd.h>
 
 #include "../client/agent_client.h"
+#include "code.h"
 #include "template.h"
 #include "vmctl.h"
 
@@ -81,7 +83,8 @@ static void usage(void)
 		"       kiln cp   --dir DIR|--sock SOCK SRC DST   (guest paths start with ':')\n"
 		"       kiln ps|attach PID|kill PID [SIG]|ls [--depth N] PATH|stat PATH|mkdir PATH|\n"
 		"            rm [-r] PATH|mv FROM TO   (each with --dir DIR|--sock SOCK)\n"
-		"       kiln exec --background ...   prints the PID; kiln attach PID resumes output\n");
+		"       kiln exec --background ...   prints the PID; kiln attach PID resumes output\n"
+		"       kiln code ...   run code in a context (kiln code --help)\n");
 	exit(EXIT_KILN);
 }
 
@@ -597,5 +600,7 @@ int main(int argc, char **argv)
 		return cmd_exec(argc, argv);
 	if (!strcmp(cmd, "cp"))
 		return cmd_cp(argc, argv);
+	if (!strcmp(cmd, "code"))
+		return cmd_code(argc, argv, vm_sock_path);
 	return cmd_guest(cmd, argc, argv);
 }

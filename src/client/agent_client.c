@@ -518,3 +518,247 @@ int agent_set_identity(int fd, const char *hostname, const char *sandbox_id, cha
 	}
 	return final_reply(fd, e, NULL);
 }
+
+static void context_from_frame(const uint8_t *p, uint32_t len, struct agent_context *c)
+{
+	struct field f;
+	uint8_t v8;
+
+	memset(c, 0, sizeof(*c));
+	if (frame_find(p, len, TAG_CONTEXT_ID, &f))
+		field_str(&f, c->id, sizeof(c->id));
+	if (frame_find(p, len, TAG_LANGUAGE, &f))
+		field_str(&f, c->language, sizeof(c->language));
+	if (frame_find(p, len, TAG_CWD, &f))
+		field_str(&f, c->cwd, sizeof(c->cwd));
+	if (frame_find(p, len, TAG_USER, &f))
+		field_str(&f, c->user, sizeof(c->user));
+	if (frame_find(p, len, TAG_PID, &f))
+		field_u32(&f, &c->pid);
+	if (frame_find(p, len, TAG_RUNNING, &f) && field_u8(&f, &v8))
+		c->running = v8;
+	if (frame_find(p, len, TAG_CREATED, &f))
+		field_u64(&f, &c->created);
+}
+
+/* Send a built frame and read the OK (with a context id and pid) or ERROR. */
+static int context_reply(int fd, struct frame *f, struct agent_context *out, uint32_t *pid,
+			  struct agent_error *e)
+{
+	uint8_t *buf = NULL;
+	size_t cap = 0;
+	uint8_t type;
+	uint32_t len;
+	struct agent_context c;
+	int r = -1;
+
+	if (send_frame_free(fd, f) || proto_read_frame(fd, &buf, &cap, &type, &len) != 1) {
+		set_error(e, EPIPE, "connection to the guest agent lost", NULL);
+	} else if (type == MSG_ERROR) {
+		error_from_frame(buf, len, e);
+	} else if (type == MSG_OK) {
+		context_from_frame(buf, len, &c);
+		if (out)
+			*out = c;
+		if (pid)
+			*pid = c.pid;
+		r = 0;
+	} else {
+		set_error(e, EPROTO, "unexpected reply from the guest agent", NULL);
+	}
+	free(buf);
+	return r;
+}
+
+int agent_context_create(int fd, const char *language, const char *cwd, const char *user,
+			 char *const *env, struct agent_context *out, struct agent_error *e)
+{
+	struct frame f;
+
+	if (frame_init(&f, MSG_CONTEXT_CREATE) ||
+	    frame_put_str(&f, TAG_LANGUAGE, language ? language : "python") ||
+	    (cwd && frame_put_str(&f, TAG_CWD, cwd)) || (user && frame_put_str(&f, TAG_USER, user)) ||
+	    put_strv(&f, TAG_ENV, env)) {
+		frame_free(&f);
+		set_error(e, E2BIG, "request too large", NULL);
+		return -1;
+	}
+	if (context_reply(fd, &f, out, NULL, e))
+		return -1;
+	if (strlen(out->id) != AGENT_CONTEXT_ID_LEN) {
+		set_error(e, EPROTO, "the guest agent sent no context id", NULL);
+		return -1;
+	}
+	return 0;
+}
+
+int agent_context_op(int fd, uint8_t type, const char *id, uint32_t *pid, struct agent_error *e)
+{
+	struct frame f;
+
+	if (frame_init(&f, type) || frame_put_str(&f, TAG_CONTEXT_ID, id)) {
+		frame_free(&f);
+		set_error(e, ENOMEM, NULL, NULL);
+		return -1;
+	}
+	return context_reply(fd, &f, NULL, pid, e);
+}
+
+int agent_context_run(int fd, const char *id, const char *code, size_t len, uint32_t timeout_ms,
+		      struct agent_error *e)
+{
+	struct frame f;
+
+	if (len > PROTO_MAX_PAYLOAD) {
+		set_error(e, E2BIG, "the cell's code exceeds 1 MiB", NULL);
+		return -1;
+	}
+	if (frame_init(&f, MSG_CONTEXT_RUN) || frame_put_str(&f, TAG_CONTEXT_ID, id) ||
+	    frame_put(&f, TAG_CODE, code, len) ||
+	    (timeout_ms && frame_put_u32(&f, TAG_TIMEOUT_MS, timeout_ms))) {
+		frame_free(&f);
+		set_error(e, E2BIG, "the cell's code exceeds 1 MiB", NULL);
+		return -1;
+	}
+	if (send_frame_free(fd, &f)) {
+		set_error(e, EPIPE, "connection to the guest agent lost", NULL);
+		return -1;
+	}
+	return 0;
+}
+
+void agent_cell_event_free(struct agent_cell_event *ev)
+{
+	free(ev->evalue);
+	free(ev->traceback);
+	ev->evalue = ev->traceback = NULL;
+}
+
+static char *strndup_field(const struct field *f)
+{
+	return strndup((const char *)f->val, f->len);
+}
+
+/* The traceback lines of an EXCEPTION frame, joined with newlines. */
+static char *join_traceback(const uint8_t *p, uint32_t len)
+{
+	uint32_t off = 0;
+	size_t total = 1, at = 0;
+	struct field f;
+	char *s;
+
+	while (frame_next(p, len, &off, &f))
+		if (f.tag == TAG_TRACEBACK)
+			total += f.len + 1;
+	s = malloc(total);
+	if (!s)
+		return NULL;
+	off = 0;
+	while (frame_next(p, len, &off, &f)) {
+		if (f.tag != TAG_TRACEBACK)
+			continue;
+		memcpy(s + at, f.val, f.len);
+		at += f.len;
+		s[at++] = '\n';
+	}
+	s[at] = 0;
+	return s;
+}
+
+int agent_next_cell_event(int fd, struct agent_cell_event *ev, uint8_t **buf, size_t *cap)
+{
+	uint8_t type;
+	uint32_t len;
+	struct field f;
+
+	agent_cell_event_free(ev);
+	for (;;) {
+		if (proto_read_frame(fd, buf, cap, &type, &len) != 1)
+			return -1;
+		memset(ev, 0, sizeof(*ev));
+		switch (type) {
+		case MSG_STDOUT:
+		case MSG_STDERR:
+			if (!frame_find(*buf, len, TAG_DATA, &f))
+				continue;
+			ev->type = type == MSG_STDOUT ? CEV_STDOUT : CEV_STDERR;
+			ev->data = f.val;
+			ev->len = f.len;
+			return 0;
+		case MSG_RESULT:
+			if (!frame_find(*buf, len, TAG_MIME, &f) ||
+			    !field_str(&f, ev->mime, sizeof(ev->mime)) ||
+			    !frame_find(*buf, len, TAG_DATA, &f))
+				continue;
+			ev->type = CEV_RESULT;
+			ev->data = f.val;
+			ev->len = f.len;
+			if (frame_find(*buf, len, TAG_INDEX, &f))
+				field_u32(&f, &ev->index);
+			return 0;
+		case MSG_EXCEPTION:
+			ev->type = CEV_EXCEPTION;
+			if (frame_find(*buf, len, TAG_ENAME, &f) &&
+			    !field_str(&f, ev->ename, sizeof(ev->ename)))
+				snprintf(ev->ename, sizeof(ev->ename), "Exception");
+			ev->evalue = frame_find(*buf, len, TAG_EVALUE, &f) ? strndup_field(&f) :
+									      strdup("");
+			ev->traceback = join_traceback(*buf, len);
+			if (!ev->evalue || !ev->traceback) {
+				agent_cell_event_free(ev);
+				return -1;
+			}
+			return 0;
+		case MSG_DONE:
+			ev->type = CEV_DONE;
+			if (frame_find(*buf, len, TAG_EXEC_COUNT, &f))
+				field_u32(&f, &ev->exec_count);
+			if (frame_find(*buf, len, TAG_STATUS, &f))
+				field_u8(&f, &ev->status);
+			return 0;
+		case MSG_ERROR:
+			ev->type = CEV_ERROR;
+			error_from_frame(*buf, len, &ev->error);
+			return 0;
+		default:
+			continue;	/* frames of a later protocol */
+		}
+	}
+}
+
+int agent_context_list(int fd, void (*fn)(const struct agent_context *, void *), void *ctx,
+		       struct agent_error *e)
+{
+	struct frame f;
+	struct agent_context c;
+	uint8_t *buf = NULL;
+	size_t cap = 0;
+	uint8_t t;
+	uint32_t len;
+	int r = -1;
+
+	if (frame_init(&f, MSG_CONTEXT_LIST) || send_frame_free(fd, &f)) {
+		set_error(e, EPIPE, "connection to the guest agent lost", NULL);
+		return -1;
+	}
+	for (;;) {
+		if (proto_read_frame(fd, &buf, &cap, &t, &len) != 1) {
+			set_error(e, EPIPE, "connection to the guest agent lost", NULL);
+			break;
+		}
+		if (t == MSG_ENTRY) {
+			context_from_frame(buf, len, &c);
+			fn(&c, ctx);
+			continue;
+		}
+		if (t == MSG_END)
+			r = 0;
+		else if (t == MSG_ERROR)
+			error_from_frame(buf, len, e);
+		else
+			set_error(e, EPROTO, "unexpected reply from the guest agent", NULL);
+		break;
+	}
+	free(buf);
+	return r;
+}

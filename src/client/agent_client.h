@@ -96,4 +96,57 @@ int agent_kill(int fd, uint32_t pid, uint32_t sig, struct agent_error *e);
 int agent_simple(int fd, uint8_t type, const char *path, const char *path2, uint32_t num,
 		 struct agent_error *e);
 
+/*
+ * Code contexts: long-lived interpreters in the guest (docs/protocol.md, CONTEXT_*).
+ * Context ids are 16 hex digits.
+ */
+#define AGENT_CONTEXT_ID_LEN 16
+
+struct agent_context {
+	char id[AGENT_CONTEXT_ID_LEN + 1];
+	char language[32];
+	char cwd[4096], user[256];
+	uint32_t pid;
+	bool running;
+	uint64_t created;	/* seconds since the epoch */
+};
+
+/* Start a context; language NULL is python, env "K=V" NULL-terminated or NULL. */
+int agent_context_create(int fd, const char *language, const char *cwd, const char *user,
+			 char *const *env, struct agent_context *out, struct agent_error *e);
+
+/* Send one cell; then read agent_next_cell_event until CEV_DONE or CEV_ERROR.  Ctrl-C:
+ * agent_send_signal(fd, SIGINT) interrupts the cell. */
+int agent_context_run(int fd, const char *id, const char *code, size_t len, uint32_t timeout_ms,
+		      struct agent_error *e);
+
+enum agent_cell_event_type { CEV_STDOUT, CEV_STDERR, CEV_RESULT, CEV_EXCEPTION, CEV_DONE,
+			     CEV_ERROR };
+
+struct agent_cell_event {
+	enum agent_cell_event_type type;
+	const uint8_t *data;	/* STDOUT/STDERR/RESULT bytes, valid until the next call */
+	uint32_t len;
+	char mime[128];		/* RESULT */
+	uint32_t index;		/* RESULT: which result of the cell (one per value or figure) */
+	char ename[256];	/* EXCEPTION */
+	char *evalue;		/* EXCEPTION: malloc'd, freed by the next call */
+	char *traceback;	/* EXCEPTION: lines joined with '\n'; malloc'd, freed likewise */
+	uint32_t exec_count;	/* DONE */
+	uint8_t status;		/* DONE: enum cell_status */
+	struct agent_error error;	/* ERROR */
+};
+
+/* Next event of a cell.  ev must be zeroed before the first call and freed with
+ * agent_cell_event_free after the last.  0 on an event, -1 when the connection broke. */
+int agent_next_cell_event(int fd, struct agent_cell_event *ev, uint8_t **buf, size_t *cap);
+void agent_cell_event_free(struct agent_cell_event *ev);
+
+/* CONTEXT_LIST: fn for every context. */
+int agent_context_list(int fd, void (*fn)(const struct agent_context *, void *), void *ctx,
+		       struct agent_error *e);
+
+/* CONTEXT_INTERRUPT, CONTEXT_RESTART (pid may be NULL) or CONTEXT_DELETE. */
+int agent_context_op(int fd, uint8_t type, const char *id, uint32_t *pid, struct agent_error *e);
+
 #endif

@@ -1,6 +1,7 @@
 /*
  * agent.h - kiln-init's pieces: PID 1 duties (init.c), the per-connection worker that serves one
- * protocol operation (worker.c), processes (exec.c) and files (files.c).
+ * protocol operation (worker.c), processes (exec.c), files (files.c) and code contexts,
+ * long-lived interpreters that keep state between cells (context.c).
  *
  * Structure: PID 1 accepts host connections and forks one worker per connection, so a bug or a
  * crash while serving a request costs that request, never the agent.  Workers of background
@@ -43,6 +44,12 @@ int op_remove(int conn, const struct request *req);
 int op_rename(int conn, const struct request *req);
 int op_info(int conn);
 int op_identity(int conn, const struct request *req);
+int op_context_create(int conn, const struct request *req);
+int op_context_run(int conn, const struct request *req);
+int op_context_list(int conn);
+int op_context_interrupt(int conn, const struct request *req);
+int op_context_restart(int conn, const struct request *req);
+int op_context_delete(int conn, const struct request *req);
 
 /* Environment every process gets before its request's own (set by IDENTITY); NULL-terminated,
  * freed with the caller's free of each string and the vector. */

@@ -184,7 +184,7 @@ static void child(const struct spawn_req *r, const struct user_info *u, char **e
 		  int pty_slave, const int pipes[3][2], int status_fd)
 {
 	sigset_t none;
-	int fd;
+	int fd, high[2];
 
 	setsid();
 	if (r->pty) {
@@ -200,8 +200,17 @@ static void child(const struct spawn_req *r, const struct user_info *u, char **e
 		dup2(pipes[1][1], 1);
 		dup2(pipes[2][1], 2);
 	}
+	/* Descriptors handed over become 3, 4, ...: first out of the way of each other, and the
+	 * status pipe out of their way. */
+	if (r->npass && (fd = fcntl(status_fd, F_DUPFD_CLOEXEC, 100)) >= 0)
+		status_fd = fd;
+	for (int i = 0; i < r->npass; i++)
+		high[i] = fcntl(r->pass_fd[i], F_DUPFD_CLOEXEC, 100);
+	for (int i = 0; i < r->npass; i++)
+		if (high[i] < 0 || dup2(high[i], 3 + i) < 0)
+			report_and_exit(status_fd, SPAWN_STAGE_SYSTEM);
 	/* Everything else we hold is close-on-exec already; make sure of inherited ones. */
-	syscall(SYS_close_range, 3, ~0U, 4 /* CLOSE_RANGE_CLOEXEC */);
+	syscall(SYS_close_range, 3 + r->npass, ~0U, 4 /* CLOSE_RANGE_CLOEXEC */);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	for (int s = 1; s < NSIG; s++)

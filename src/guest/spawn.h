@@ -26,6 +26,8 @@ struct spawn_req {
 	uint16_t rows, cols;
 	bool want_stdin;
 	char cgroup[128];	/* cgroup directory to run in; empty: stay where we are */
+	int pass_fd[2];		/* become fds 3 and 4 of the process (code contexts) */
+	int npass;
 };
 
 struct spawn_result {

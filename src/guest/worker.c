@@ -77,6 +77,12 @@ static int dispatch(int conn, const struct request *req)
 	case MSG_RENAME: return op_rename(conn, req);
 	case MSG_INFO: return op_info(conn);
 	case MSG_IDENTITY: return op_identity(conn, req);
+	case MSG_CONTEXT_CREATE: return op_context_create(conn, req);
+	case MSG_CONTEXT_RUN: return op_context_run(conn, req);
+	case MSG_CONTEXT_LIST: return op_context_list(conn);
+	case MSG_CONTEXT_INTERRUPT: return op_context_interrupt(conn, req);
+	case MSG_CONTEXT_RESTART: return op_context_restart(conn, req);
+	case MSG_CONTEXT_DELETE: return op_context_delete(conn, req);
 	default: return send_error(conn, EPROTO, "unknown request type", NULL);
 	}
 }

@@ -43,6 +43,12 @@ enum proto_type {
 	MSG_RENAME,
 	MSG_INFO,		/* health and info */
 	MSG_IDENTITY,		/* after a restore: fresh entropy, wall clock, hostname, env */
+	MSG_CONTEXT_CREATE,	/* start a long-lived interpreter (code contexts) */
+	MSG_CONTEXT_RUN,	/* run one cell in a context */
+	MSG_CONTEXT_LIST,
+	MSG_CONTEXT_INTERRUPT,	/* KeyboardInterrupt in the running cell; state survives */
+	MSG_CONTEXT_RESTART,	/* a fresh interpreter under the same id */
+	MSG_CONTEXT_DELETE,
 
 	/* within an operation */
 	MSG_STARTED = 32,	/* agent: process running; PID */
@@ -59,7 +65,13 @@ enum proto_type {
 	MSG_OK,			/* agent: final success */
 	MSG_ERROR,		/* agent: final failure; errno, message, path */
 	MSG_INFO_REPLY,
+	MSG_RESULT,		/* agent: one rich result of a cell: MIME, DATA, INDEX */
+	MSG_EXCEPTION,		/* agent: the cell raised: ENAME, EVALUE, TRACEBACK* */
+	MSG_DONE,		/* agent: final frame of CONTEXT_RUN: EXEC_COUNT, STATUS */
 };
+
+/* STATUS of a DONE frame. */
+enum cell_status { CELL_OK, CELL_ERROR, CELL_INTERRUPTED, CELL_TIMEOUT };
 
 enum proto_tag {
 	TAG_ARG = 1,		/* string, repeated: argv */
@@ -104,6 +116,17 @@ enum proto_tag {
 	TAG_DROPPED,		/* u64: output bytes lost while nobody was attached */
 	TAG_TIME_NS,		/* u64: wall clock, ns since the epoch */
 	TAG_SANDBOX_ID,		/* string */
+	TAG_CONTEXT_ID,		/* string: 16 lowercase hex digits */
+	TAG_LANGUAGE,		/* string: "python" */
+	TAG_CODE,		/* string: a cell's source */
+	TAG_MIME,		/* string: a result's MIME type */
+	TAG_INDEX,		/* u32: which result of the cell a RESULT frame belongs to */
+	TAG_ENAME,		/* string: exception class name */
+	TAG_EVALUE,		/* string: str() of the exception */
+	TAG_TRACEBACK,		/* string, repeated: traceback lines */
+	TAG_EXEC_COUNT,		/* u32: cells run in the context so far */
+	TAG_STATUS,		/* u8: enum cell_status */
+	TAG_CREATED,		/* u64: seconds since the epoch */
 };
 
 /* A frame being built or parsed.  Built frames own buf; parsed frames point into a buffer. */
