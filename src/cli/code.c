@@ -6,7 +6,9 @@
  *             [--png-dir DIR] [--rich] [-e K=V]... [-w DIR] [-u USER] [CODE | -]
  *   kiln code contexts ls|create|restart ID|interrupt ID|rm ID  (--dir DIR|--sock SOCK)
  *
- * Without --context a context is created for the one cell and deleted after it.  Output
+ * Without --context, a VM cloned from a warm snapshot with a warm context (template.h) runs the
+ * cell in that context, which keeps its state; otherwise a context is created for the one cell
+ * and deleted after it.  Output
  * streams as the cell writes it; the cell's results follow: text/plain printed, image/png
  * saved under --png-dir (the path printed), everything else with --rich.  An exception's
  * traceback goes to stderr.  Ctrl-C interrupts the cell (the context keeps its state).
@@ -349,6 +351,23 @@ static int cmd_contexts(struct code_opts *o, code_sock_fn sock_of_dir, char **ar
 	return usage();
 }
 
+/* A VM cloned from a warm snapshot has a ready context (template.h): DIR/context. */
+static bool default_context(const char *dir, char *id, size_t len)
+{
+	char path[4096];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/context", dir);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	if (!fgets(id, len, f))
+		id[0] = 0;
+	fclose(f);
+	id[strcspn(id, "\n")] = 0;
+	return id[0] != 0;
+}
+
 int cmd_code(int argc, char **argv, code_sock_fn sock_of_dir)
 {
 	struct code_opts o = { 0 };
@@ -356,7 +375,7 @@ int cmd_code(int argc, char **argv, code_sock_fn sock_of_dir)
 	struct sigaction sa = { .sa_handler = on_interrupt };
 	int i = parse(argc, argv, &o), n, status;
 	size_t len;
-	char *code;
+	char *code, warm[AGENT_CONTEXT_ID_LEN + 2];
 
 	if (i < 0)
 		return usage();
@@ -373,6 +392,8 @@ int cmd_code(int argc, char **argv, code_sock_fn sock_of_dir)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	sigaction(SIGINT, &sa, NULL);	/* no SA_RESTART: poll returns, the cell is interrupted */
+	if (!o.context && o.dir && default_context(o.dir, warm, sizeof(warm)))
+		o.context = warm;
 	if (o.context) {
 		status = run_cell(&o, sock_of_dir, o.context, code, len);
 	} else {

@@ -342,7 +342,7 @@ static void start_vm(const char *dir, const struct opts *o, const struct vm_spec
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if (!o->cold && template_find(spec, snap, sizeof(snap)) == 0) {
-		if (vm_clone(dir, snap, spec, &e) == 0) {
+		if (template_clone(dir, snap, spec, &e) == 0) {
 			if (o->verbose)
 				fprintf(stderr, "kiln: cloned warm snapshot %s in %.0f ms\n", snap,
 					ms_since(&t0));

@@ -17,6 +17,7 @@
 
 #define KEY_FORMAT	"kiln-warm 1"	/* bump when what a snapshot depends on changes */
 #define WARMUP_TIMEOUT_MS (600 * 1000)
+#define WARM_CONTEXT_FILE "/etc/kiln/warm-context.py"
 
 static const char *cache_dir(void)
 {
@@ -157,6 +158,127 @@ out:
 	return status;
 }
 
+/* Run one cell in context id of the VM in dir; 0 if it finished without an exception. */
+static int context_cell(const char *vm_dir, const char *id, const char *code,
+			struct agent_error *e)
+{
+	struct agent_cell_event ev = { 0 };
+	char sock[PATH_MAX];
+	uint8_t *buf = NULL;
+	size_t cap = 0;
+	int fd, ret = -1;
+
+	vm_sock_path(vm_dir, sock, sizeof(sock));
+	fd = agent_connect(sock, PROTO_AGENT_PORT, 10000, e);
+	if (fd < 0)
+		return -1;
+	if (agent_context_run(fd, id, code, strlen(code), WARMUP_TIMEOUT_MS, e))
+		goto out;
+	while (agent_next_cell_event(fd, &ev, &buf, &cap) == 0) {
+		if (ev.type == CEV_EXCEPTION)
+			snprintf(e->message, sizeof(e->message), "%s: %s", ev.ename,
+				 ev.evalue ? ev.evalue : "");
+		if (ev.type == CEV_ERROR)
+			*e = ev.error;
+		if (ev.type == CEV_DONE)
+			ret = ev.status == CELL_OK ? 0 : -1;
+		if (ev.type == CEV_DONE || ev.type == CEV_ERROR)
+			goto out;
+	}
+	snprintf(e->message, sizeof(e->message), "connection to the guest agent lost");
+out:
+	agent_cell_event_free(&ev);
+	free(buf);
+	close(fd);
+	return ret;
+}
+
+/* The image's warm context: a Python context that ran /etc/kiln/warm-context.py.  Its id in
+ * id (empty when the image has none); 0, or -1 with e set. */
+static int warm_context(const char *vm_dir, char *id, struct agent_error *e)
+{
+	struct agent_context c;
+	char sock[PATH_MAX];
+	int fd, r;
+
+	id[0] = 0;
+	r = guest_sh(vm_dir, "test -e " WARM_CONTEXT_FILE, e);
+	if (r != 0)
+		return r > 0 ? 0 : -1;
+	vm_sock_path(vm_dir, sock, sizeof(sock));
+	fd = agent_connect(sock, PROTO_AGENT_PORT, 10000, e);
+	if (fd < 0)
+		return -1;
+	r = agent_context_create(fd, "python", NULL, NULL, NULL, &c, e);
+	close(fd);
+	if (r)
+		return -1;
+	if (context_cell(vm_dir, c.id, "exec(open('" WARM_CONTEXT_FILE "').read())", e)) {
+		char why[sizeof(e->message)];
+
+		snprintf(why, sizeof(why), "%s", e->message);
+		snprintf(e->message, sizeof(e->message), WARM_CONTEXT_FILE ": %s", why);
+		return -1;
+	}
+	snprintf(id, AGENT_CONTEXT_ID_LEN + 1, "%s", c.id);
+	return 0;
+}
+
+/*
+ * Every clone starts with the warm context's interpreter state, random module included: give
+ * Python's and numpy's global generators fresh seeds from the clone's (reseeded) kernel RNG.
+ */
+static const char reseed_cell[] =
+	"import os as _os, random as _random, sys as _sys\n"
+	"_random.seed(_os.urandom(32))\n"
+	"if 'numpy' in _sys.modules:\n"
+	"    _sys.modules['numpy'].random.seed(int.from_bytes(_os.urandom(4), 'little'))\n"
+	"del _os, _random, _sys\n";
+
+static int write_small_file(const char *dir, const char *name, const char *text)
+{
+	char path[PATH_MAX];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "we");
+	if (!f)
+		return -1;
+	fputs(text, f);
+	return fclose(f);
+}
+
+static void read_small_file(const char *dir, const char *name, char *out, size_t len)
+{
+	char path[PATH_MAX];
+	FILE *f;
+
+	out[0] = 0;
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	if (!fgets(out, len, f))
+		out[0] = 0;
+	out[strcspn(out, "\n")] = 0;
+	fclose(f);
+}
+
+int template_clone(const char *dir, const char *snap_dir, const struct vm_spec *s,
+		   struct agent_error *e)
+{
+	char id[AGENT_CONTEXT_ID_LEN + 2];
+
+	if (vm_clone(dir, snap_dir, s, e))
+		return -1;
+	read_small_file(snap_dir, "context", id, sizeof(id));
+	if (!id[0])
+		return 0;
+	if (context_cell(dir, id, reseed_cell, e))
+		return -1;
+	return write_small_file(dir, "context", id);
+}
+
 static int rm_quiet(const char *path)
 {
 	char *argv[] = { "rm", "-rf", "--one-file-system", (char *)path, NULL };
@@ -187,24 +309,11 @@ static void remove_stale(const struct vm_spec *s, const char *keep)
 	closedir(dp);
 }
 
-static int write_key(const char *dir, const char *key)
-{
-	char path[PATH_MAX];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/key", dir);
-	f = fopen(path, "we");
-	if (!f)
-		return -1;
-	fputs(key, f);
-	return fclose(f);
-}
-
 int template_warm(const struct vm_spec *s, char *dir, size_t len, struct agent_error *e)
 {
 	char key[8192], warm[PATH_MAX], work[PATH_MAX], snap[PATH_MAX + 16];
 	char vm[] = "/tmp/kiln-warm-XXXXXX";	/* short: socket paths live in it */
-	char cmd[PATH_MAX + 32], reply[256];
+	char cmd[PATH_MAX + 32], reply[256], context[AGENT_CONTEXT_ID_LEN + 2];
 	int status, ret = -1;
 
 	describe(s, key, sizeof(key));
@@ -231,8 +340,12 @@ int template_warm(const struct vm_spec *s, char *dir, size_t len, struct agent_e
 				 "/etc/kiln/warmup in the image failed with status %d", status);
 		goto out;
 	}
+	if (warm_context(vm, context, e))
+		goto out;
 	snprintf(cmd, sizeof(cmd), "snapshot %s", snap);
-	if (vm_control(vm, cmd, reply, sizeof(reply), e) || write_key(snap, key))
+	if (vm_control(vm, cmd, reply, sizeof(reply), e) || write_small_file(snap, "key", key))
+		goto out;
+	if (context[0] && write_small_file(snap, "context", context))
 		goto out;
 	rm_quiet(dir);
 	if (rename(snap, dir)) {

@@ -8,9 +8,13 @@
  * host kernel (a snapshot holds KVM state of this host's kind).  Rebuild any of them and the
  * key changes, so a stale snapshot is never used; `kiln warm` builds the new one.
  *
- * Warming: boot, wait for the agent, then run /etc/kiln/warmup from the image if it has one
- * (the python image's imports numpy, pandas and matplotlib, so their files are in the guest's
- * page cache in every clone), then drop the sandbox's traces and snapshot.
+ * Warming: boot, wait for the agent, run /etc/kiln/warmup from the image if it has one (a shell
+ * script: what it leaves in memory and on the scratch disk every clone has), then, if the image
+ * has /etc/kiln/warm-context.py, start a Python code context and run that file in it (the
+ * python image's imports numpy, pandas and matplotlib), and snapshot.  The context's id is
+ * kept in the snapshot directory as `context`; each clone writes it to its own directory,
+ * where `kiln code --dir` finds it, and reseeds that interpreter's random generators (they
+ * would otherwise repeat the template's sequence in every clone).
  */
 #ifndef KILN_TEMPLATE_H
 #define KILN_TEMPLATE_H
@@ -21,6 +25,11 @@
 
 /* The warm snapshot directory for spec; 0 if a complete one exists there, -1 if not. */
 int template_find(const struct vm_spec *spec, char *dir, size_t len);
+
+/* vm_clone() from the warm snapshot snap_dir, then make its warm context (if any) the clone's
+ * own.  0 or -1 with e set (the VM may be running: vm_down() it). */
+int template_clone(const char *dir, const char *snap_dir, const struct vm_spec *spec,
+		   struct agent_error *e);
 
 /* Build spec's warm snapshot (replacing a stale one of the same image).  0 or -1 with e. */
 int template_warm(const struct vm_spec *spec, char *dir, size_t len, struct agent_error *e);

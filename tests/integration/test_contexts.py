@@ -118,3 +118,40 @@ def test_restart_and_delete(vm, ctx):
     assert ctx.encode() in code(vm, "contexts", "ls").stdout
     assert code(vm, "contexts", "rm", ctx).returncode == 0
     assert ctx.encode() not in code(vm, "contexts", "ls").stdout
+
+
+def test_warm_snapshot_gives_every_clone_a_ready_context(tmp_path):
+    """kiln warm starts a context with the stack imported (/etc/kiln/warm-context.py); each
+    clone's `kiln code --dir` runs in it at once, with random generators of its own."""
+    if not IMAGE.exists():
+        pytest.skip("python image not built (make image-python)")
+    import os
+    env = {**os.environ, "KILN_CACHE": str(tmp_path / "cache")}
+    shape = ["--image", "python", "--cpus", "1", "--memory", "512"]
+
+    def cli(*args):
+        return subprocess.run([str(KILN)] + [str(a) for a in args], env=env,
+                              capture_output=True, timeout=SLOW)
+    r = cli("warm", *shape)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / r.stdout.decode().strip() / "context").exists()
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    try:
+        for d in dirs:
+            r = cli("up", "-v", *shape, "--dir", d)
+            assert r.returncode == 0 and b"cloned warm snapshot" in r.stderr, r.stderr
+        draws = []
+        for d in dirs:
+            # No imports: pd, np and plt come from the warm context.
+            r = cli("code", "--dir", d, "x = pd.DataFrame({'v': np.arange(4)}).v.sum(); x")
+            assert (r.returncode, r.stdout.decode().strip()) == (0, "6"), r.stderr
+            r = cli("code", "--dir", d, "import random; print(x + 1, random.random(),"
+                    " np.random.rand())")
+            assert r.returncode == 0, r.stderr
+            out = r.stdout.decode().split()
+            assert out[0] == "7"            # the context kept x between calls
+            draws.append(out[1:])
+        assert draws[0][0] != draws[1][0] and draws[0][1] != draws[1][1]
+    finally:
+        for d in dirs:
+            cli("down", "--dir", d)
