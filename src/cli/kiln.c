@@ -38,8 +38,8 @@
 #include <unistd.h>
 
 #include "../client/agent_client.h"
-#include "template.h"
-#include "vmctl.h"
+#include "../host/template.h"
+#include "../host/vmctl.h"
 
 #define EXIT_KILN	125
 #define EXIT_TIMEOUT	124
