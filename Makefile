@@ -75,7 +75,7 @@ $(B)/asan/tests/test_kilnd_%: $(call asan_obj,tests/unit/test_kilnd_%.c $(KILND_
 	$(CC) $(LDFLAGS) $(SANITIZE) $^ -lcmocka -ljansson -o $@
 
 $(B)/kiln: $(call obj,$(CLI_SRC) $(HOST_SRC) $(CLIENT_SRC) $(PROTO_SRC))
-	$(CC) $(LDFLAGS) $^ -o $@
+	$(CC) $(LDFLAGS) $^ -ljansson -o $@
 
 # The sandbox service (docs/kilnd.md).
 $(B)/kilnd: $(call obj,$(KILND_SRC) $(HOST_SRC) $(CLIENT_SRC) $(PROTO_SRC) $(COMMON_SRC))

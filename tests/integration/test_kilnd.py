@@ -70,7 +70,14 @@ class Kilnd:
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(timeout=30)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self):
+        self.log.flush()
+        return (self.tmp / "kilnd.log").read_text(errors="replace")[-3000:]
 
     def request(self, method, path, body=None, key=None, raw=None, headers=None):
         c = UnixHTTPConnection(self.sock)
@@ -253,6 +260,30 @@ def test_empty_wallet_refuses_create(kilnd):
              "payment_required")
 
 
+def test_cli_without_vms(kilnd):
+    a = kilnd.agent(name="cli-novm")
+    env = {**os.environ, "KILN_SOCKET": kilnd.sock, "KILN_API_KEY": a["api_key"]}
+    kiln = [str(ROOT / "build" / "kiln"), "sandbox"]
+    r = subprocess.run(kiln + ["ls"], env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.split() == ["ID", "STATE", "TEMPLATE", "CPUS",
+                                                      "MEM_MIB", "CREATED", "EXPIRES"]
+    r = subprocess.run(kiln + ["ls", "--json"], env=env, capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0 and json.loads(r.stdout) == []
+    r = subprocess.run(kiln + ["rm", "sb-nothing"], env=env, capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 125 and "not_found (HTTP 404)" in r.stderr
+    r = subprocess.run(kiln + ["create", "--cpus", "99"], env=env, capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 125 and "cpus" in r.stderr
+    r = subprocess.run(kiln + ["ls", "--key", "wrong"], env=env, capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 125 and "unauthenticated" in r.stderr
+    r = subprocess.run(kiln + ["ls", "--kilnd", str(kilnd.tmp / "none.sock")], env=env,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 125 and "cannot reach kilnd" in r.stderr
+
+
 # -- one sandbox, its whole life ------------------------------------------------------------
 
 def test_create_returns_the_record(sandbox):
@@ -362,6 +393,34 @@ def test_delete_keeps_the_record(kilnd, alice, sandbox):
              "invalid_state")
 
 
+def test_cli_sandbox_commands(kilnd):
+    a = kilnd.agent(name="cli")
+    env = {**os.environ, "KILN_SOCKET": kilnd.sock, "KILN_API_KEY": a["api_key"]}
+
+    def kiln(*args):
+        try:
+            r = subprocess.run([str(ROOT / "build" / "kiln"), "sandbox"] + list(args),
+                               env=env, capture_output=True, text=True, timeout=120)
+        except subprocess.TimeoutExpired as e:
+            raise AssertionError(f"kiln sandbox {args}: timed out\n{kilnd.log_tail()}") from e
+        assert r.returncode == 0, (args, r.stderr, kilnd.log_tail())
+        return r.stdout
+
+    sid = kiln("create", "--cpus", "1", "--memory", "256", "-e", "A=b").strip()
+    assert sid.startswith("sb-")
+    table = kiln("ls")
+    assert table.splitlines()[0].split()[:2] == ["ID", "STATE"]
+    assert [line.split()[:2] for line in table.splitlines()[1:]] == [[sid, "running"]]
+    assert [s["id"] for s in json.loads(kiln("ls", "--json"))] == [sid]
+    assert json.loads(kiln("pause", "--json", sid))["state"] == "paused"
+    assert json.loads(kiln("ls", "--json", "--state", "paused"))[0]["id"] == sid
+    assert sid in kiln("resume", sid) and "running" in kiln("ls")
+    assert "deleted" in kiln("rm", sid)
+    r = subprocess.run([str(ROOT / "build" / "kiln"), "sandbox", "rm", sid], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 125 and "invalid_state" in r.stderr
+
+
 # -- money -----------------------------------------------------------------------------------
 
 def test_empty_wallet_pauses_and_credit_restores(kilnd):
@@ -417,6 +476,6 @@ def test_billed_by_the_second(kilnd):
         assert db.execute("SELECT count(*) FROM (SELECT txn_id FROM ledger_entries "
                           "GROUP BY txn_id HAVING sum(amount_micro) != 0)").fetchone() == (0,)
         states = dict(db.execute("SELECT state, count(*) FROM sandboxes GROUP BY state"))
-    assert states.get("deleted") == 2 and states.get("expired") == 1, states
+    assert states.get("deleted") == 3 and states.get("expired") == 1, states
     _, text = kilnd.request("GET", "/metrics")
-    assert b'kilnd_sandboxes{state="deleted"} 2' in text
+    assert b'kilnd_sandboxes{state="deleted"} 3' in text
