@@ -23,6 +23,7 @@ from conftest import ROOT, busybox_image
 KILND = ROOT / "build" / "kilnd"
 VCPU_PRICE = 1000          # micro-USDC per vCPU-second
 BOOT_TIMEOUT = 600
+REQUEST_TIMEOUT = 240       # a create boots a guest: seconds in the test host
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -80,15 +81,19 @@ class Kilnd:
         return (self.tmp / "kilnd.log").read_text(errors="replace")[-3000:]
 
     def request(self, method, path, body=None, key=None, raw=None, headers=None):
-        c = UnixHTTPConnection(self.sock)
+        c = UnixHTTPConnection(self.sock, timeout=REQUEST_TIMEOUT)
         h = dict(headers or {})
         if key:
             h["Authorization"] = "Bearer " + key
         data = raw if raw is not None else (json.dumps(body) if body is not None else None)
-        c.request(method, path, body=data, headers=h)
-        r = c.getresponse()
-        payload = r.read()
-        c.close()
+        try:
+            c.request(method, path, body=data, headers=h)
+            r = c.getresponse()
+            payload = r.read()
+        except TimeoutError as e:
+            raise AssertionError(f"{method} {path}: no answer\n{self.log_tail()}") from e
+        finally:
+            c.close()
         ctype = r.getheader("Content-Type", "")
         if ctype.startswith("application/json"):
             return r.status, json.loads(payload)
@@ -421,6 +426,25 @@ def test_cli_sandbox_commands(kilnd):
     assert r.returncode == 125 and "invalid_state" in r.stderr
 
 
+def test_create_clones_the_warm_snapshot(kilnd):
+    # kiln warm in kilnd's cache: creates of that image and shape restore instead of booting.
+    env = {**os.environ, "KILN_CACHE": str(kilnd.tmp / "cache")}
+    r = subprocess.run([str(ROOT / "build" / "kiln"), "warm", "--rootfs", str(kilnd.image),
+                        "--cpus", "1", "--memory", "256"], env=env, capture_output=True,
+                       timeout=BOOT_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    key = kilnd.agent(name="warm")["api_key"]
+    status, sb = kilnd.request("POST", "/v1/sandboxes", {"cpus": 1, "memory_mib": 256,
+                                                          "env": {"K": "v"}}, key=key)
+    assert status == 201, (sb, kilnd.log_tail())
+    pid = int((kilnd.data / "sandboxes" / sb["id"] / "vmm.pid").read_text())
+    assert b"--restore" in open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+    # A clone is a machine of its own: the sandbox id is its hostname, the env is applied.
+    r = exec_(kilnd, key, sb, shell="hostname; echo $K")
+    assert r["stdout"] == f"{sb['id']}\nv\n"
+    assert kilnd.request("DELETE", f"/v1/sandboxes/{sb['id']}", key=key)[0] == 200
+
+
 # -- money -----------------------------------------------------------------------------------
 
 def test_empty_wallet_pauses_and_credit_restores(kilnd):
@@ -476,6 +500,6 @@ def test_billed_by_the_second(kilnd):
         assert db.execute("SELECT count(*) FROM (SELECT txn_id FROM ledger_entries "
                           "GROUP BY txn_id HAVING sum(amount_micro) != 0)").fetchone() == (0,)
         states = dict(db.execute("SELECT state, count(*) FROM sandboxes GROUP BY state"))
-    assert states.get("deleted") == 3 and states.get("expired") == 1, states
+    assert states.get("deleted") == 4 and states.get("expired") == 1, states
     _, text = kilnd.request("GET", "/metrics")
-    assert b'kilnd_sandboxes{state="deleted"} 3' in text
+    assert b'kilnd_sandboxes{state="deleted"} 4' in text
