@@ -27,6 +27,11 @@ PROTO_SRC  := $(wildcard src/proto/*.c)
 GUEST_SRC  := $(wildcard src/guest/*.c)
 CLIENT_SRC := $(wildcard src/client/*.c)
 CLI_SRC    := $(wildcard src/cli/*.c)
+HOST_SRC   := $(wildcard src/host/*.c)
+KILND_SRC  := $(wildcard src/kilnd/*.c)
+# kilnd's pure parts (no sockets, no VMs), linked into its unit tests.
+KILND_LIB  := src/kilnd/router.c src/kilnd/json.c src/kilnd/ledger.c
+KILND_LIBS := -lmicrohttpd -ljansson -lsqlite3 -lcrypto
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 TEST_GUEST_BINS := $(patsubst tests/guest/%.c,$(B)/tests/guest/%,$(wildcard tests/guest/*.c))
 UNIT_BINS  := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
@@ -38,7 +43,7 @@ asan_obj = $(1:%.c=$(B)/asan/obj/%.o)
 .SECONDARY:
 .PHONY: all programs kernel unit test-guest-bins test test-unit test-agent test-vm demo bench clean
 all: programs kernel
-programs: $(B)/kiln $(B)/kiln-vmm $(B)/kiln-init $(B)/kiln-initrd.cpio $(B)/bench/boot-init \
+programs: $(B)/kiln $(B)/kilnd $(B)/kiln-vmm $(B)/kiln-init $(B)/kiln-initrd.cpio $(B)/bench/boot-init \
 	  $(B)/bench/exec-client
 
 $(B)/obj/%.o: %.c
@@ -60,8 +65,21 @@ $(B)/asan/tests/%: $(call asan_obj,tests/unit/%.c $(VMM_LIB))
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $(SANITIZE) $^ -lcmocka -o $@
 
-$(B)/kiln: $(call obj,$(CLI_SRC) $(CLIENT_SRC) $(PROTO_SRC) src/common/sparse_file.c)
-	$(CC) $(LDFLAGS) $^ -o $@
+# kilnd's unit tests link its pure parts and jansson instead of the VMM.
+$(B)/tests/test_kilnd_%: $(call obj,tests/unit/test_kilnd_%.c $(KILND_LIB))
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) $^ -lcmocka -ljansson -o $@
+
+$(B)/asan/tests/test_kilnd_%: $(call asan_obj,tests/unit/test_kilnd_%.c $(KILND_LIB))
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) $(SANITIZE) $^ -lcmocka -ljansson -o $@
+
+$(B)/kiln: $(call obj,$(CLI_SRC) $(HOST_SRC) $(CLIENT_SRC) $(PROTO_SRC) src/common/sparse_file.c)
+	$(CC) $(LDFLAGS) $^ -ljansson -o $@
+
+# The sandbox service (docs/kilnd.md).
+$(B)/kilnd: $(call obj,$(KILND_SRC) $(HOST_SRC) $(CLIENT_SRC) $(PROTO_SRC) $(COMMON_SRC))
+	$(CC) $(LDFLAGS) $^ $(KILND_LIBS) -o $@
 
 # kiln-init runs as PID 1 in every guest, from an initramfs of its own, so root images need
 # nothing of kiln's inside them.  Static: the initramfs holds nothing else.

@@ -22,7 +22,10 @@
  * timeout, like timeout(1)); kiln's own failures return 125 with a one-line reason.
  * `run` and `up` clone the image's warm snapshot (template.h) when one exists for the same
  * image, kernel, kiln-vmm, vCPUs and memory, and boot otherwise (also when the clone fails).
- * The daemon, kilnd, will take over VM management; until then the CLI drives VMs directly.
+ *
+ *   kiln sandbox create|ls|rm|pause|resume ...              sandboxes kept by kilnd
+ *                                                          (sandbox_cmd.c)
+ * The commands above drive VMs directly; `kiln sandbox` goes through kilnd's API.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -39,9 +42,10 @@
 #include <unistd.h>
 
 #include "../client/agent_client.h"
+#include "../host/template.h"
+#include "../host/vmctl.h"
 #include "code.h"
-#include "template.h"
-#include "vmctl.h"
+#include "sandbox_cmd.h"
 
 #define EXIT_KILN	125
 #define EXIT_TIMEOUT	124
@@ -84,7 +88,8 @@ static void usage(void)
 		"       kiln ps|attach PID|kill PID [SIG]|ls [--depth N] PATH|stat PATH|mkdir PATH|\n"
 		"            rm [-r] PATH|mv FROM TO   (each with --dir DIR|--sock SOCK)\n"
 		"       kiln exec --background ...   prints the PID; kiln attach PID resumes output\n"
-		"       kiln code ...   run code in a context (kiln code --help)\n");
+		"       kiln code ...   run code in a context (kiln code --help)\n"
+		"       kiln sandbox create|ls|rm|pause|resume ...   through kilnd (kiln sandbox)\n");
 	exit(EXIT_KILN);
 }
 
@@ -602,5 +607,7 @@ int main(int argc, char **argv)
 		return cmd_cp(argc, argv);
 	if (!strcmp(cmd, "code"))
 		return cmd_code(argc, argv, vm_sock_path);
+	if (!strcmp(cmd, "sandbox"))
+		return cmd_sandbox(argc, argv);
 	return cmd_guest(cmd, argc, argv);
 }

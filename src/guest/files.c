@@ -217,6 +217,7 @@ int op_file_write(int conn, const struct request *req)
 		return fail(conn, path);
 	}
 	int r = receive_into(conn, fd, &total, &lost);
+	bool ended = r == 0;	/* END consumed: nothing left to drain after a later failure */
 
 	e = errno;
 	if (r == 0 && !append && (fchmod(fd, mode & 07777) < 0 || rename(tmp, path) < 0))
@@ -227,7 +228,7 @@ int op_file_write(int conn, const struct request *req)
 	if (lost)
 		return -1;
 	if (r < 0) {
-		if (e != EPROTO)
+		if (!ended && e != EPROTO)
 			drain_until_end(conn);
 		errno = e;
 		return fail(conn, path);

@@ -43,6 +43,16 @@ def test_file_round_trip_100mb(agent, tmp_path):
     assert hashlib.sha256(back.read_bytes()).digest() == hashlib.sha256(src.read_bytes()).digest()
 
 
+def test_write_onto_a_directory_fails_without_hanging(agent, tmp_path):
+    # The agent fails only at the final rename, after the whole stream: it must answer at once.
+    src = tmp_path / "one.txt"
+    src.write_text("x")
+    (tmp_path / "dir").mkdir()
+    r = agent.kiln("cp", src, f":{tmp_path / 'dir'}", timeout=20)
+    assert r.returncode != 0 and b"directory" in r.stderr.lower()
+    assert os.listdir(tmp_path / "dir") == []
+
+
 def test_tty_under_pty(agent):
     r = agent.kiln("exec", "-t", "--", "sh", "-c", "tty; stty size")
     assert r.returncode == 0

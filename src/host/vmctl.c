@@ -477,6 +477,11 @@ int vm_pause(const char *dir, struct agent_error *e)
 	return 0;
 }
 
+pid_t vm_pid(const char *dir)
+{
+	return read_pid(dir);
+}
+
 static int remove_tree(const char *path);
 
 int vm_resume(const char *dir, struct agent_error *e)

@@ -1,5 +1,5 @@
 /*
- * vmctl.h - start, stop, pause and resume a sandbox VM for the CLI.  A VM lives in a state
+ * vmctl.h - start, stop, pause and resume a sandbox VM for the CLI and kilnd.  A VM lives in a state
  * directory (scratch disk, vsock and control sockets, console log, the VMM's pid); kiln-vmm
  * runs detached from the caller.  A VM starts by a cold boot or as a clone of a warm snapshot
  * (template.h), and can be paused to disk (its VMM exits) and resumed later.
@@ -44,6 +44,9 @@ int vm_resume(const char *dir, struct agent_error *e);
  * 0 when it answered ok, -1 with e set otherwise. */
 int vm_control(const char *dir, const char *command, char *reply, size_t len,
 	       struct agent_error *e);
+
+/* The pid of the VMM running in dir (from dir/vmm.pid), or 0 if none runs. */
+pid_t vm_pid(const char *dir);
 
 /* Stop the VM of dir (running or paused) and remove dir. */
 void vm_down(const char *dir);

@@ -1,0 +1,18 @@
+/*
+ * kilnd_client.h - the CLI's side of kilnd's API: one HTTP/1.1 request over kilnd's unix
+ * socket, its JSON answer parsed.
+ */
+#ifndef KILN_KILND_CLIENT_H
+#define KILN_KILND_CLIENT_H
+
+#include <jansson.h>
+
+/*
+ * Send method path (with body, a JSON text or NULL) to the kilnd at sock with key as Bearer.
+ * Returns the HTTP status and the parsed answer in *out (NULL if it was not JSON), or -1 with
+ * a reason in err when kilnd could not be reached or answered garbage.
+ */
+int kilnd_request(const char *sock, const char *key, const char *method, const char *path,
+		  const char *body, json_t **out, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,263 @@
+/*
+ * sandbox_cmd.c - see sandbox_cmd.h.
+ *
+ *   kiln sandbox create [--template NAME] [--cpus N] [--memory MIB] [--timeout SEC] [-e K=V]...
+ *   kiln sandbox ls [--state STATE]
+ *   kiln sandbox rm|pause|resume ID...
+ *
+ * Common options: --kilnd SOCK (else $KILN_SOCKET, else /run/kiln/kilnd.sock), --key KEY
+ * (else $KILN_API_KEY), --json (print kilnd's answers as they are).  Tables otherwise.
+ * Exit status 0, or 125 with kilnd's error code and message.
+ */
+#include "sandbox_cmd.h"
+
+#include <getopt.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kilnd_client.h"
+
+#define EXIT_KILN	125
+
+struct sb_opts {
+	const char *sock, *key, *template, *state;
+	long cpus, memory, timeout;
+	bool json;
+	json_t *env;
+};
+
+static void sb_usage(void)
+{
+	fprintf(stderr,
+		"usage: kiln sandbox create [--template NAME] [--cpus N] [--memory MIB]\n"
+		"                           [--timeout SEC] [-e K=V]...\n"
+		"       kiln sandbox ls [--state STATE]\n"
+		"       kiln sandbox rm|pause|resume ID...\n"
+		"       (each with [--kilnd SOCK] [--key KEY] [--json]; KILN_SOCKET, KILN_API_KEY)\n");
+	exit(EXIT_KILN);
+}
+
+static long positive(const char *opt, const char *s)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+
+	if (end == s || *end || v <= 0) {
+		fprintf(stderr, "kiln: %s: '%s' must be a positive number\n", opt, s);
+		exit(EXIT_KILN);
+	}
+	return v;
+}
+
+static int sb_parse(int argc, char **argv, struct sb_opts *o)
+{
+	static const struct option longopts[] = {
+		{ "kilnd", required_argument, NULL, 'k' }, { "key", required_argument, NULL, 'K' },
+		{ "json", no_argument, NULL, 'j' }, { "template", required_argument, NULL, 'T' },
+		{ "image", required_argument, NULL, 'T' }, { "state", required_argument, NULL, 's' },
+		{ "cpus", required_argument, NULL, 'c' }, { "memory", required_argument, NULL, 'm' },
+		{ "timeout", required_argument, NULL, 't' }, { "env", required_argument, NULL, 'e' },
+		{ 0 }
+	};
+	const char *env_sock = getenv("KILN_SOCKET");
+	char *eq;
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	o->sock = env_sock && *env_sock ? env_sock : "/run/kiln/kilnd.sock";
+	o->key = getenv("KILN_API_KEY");
+	o->env = json_object();
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+e:", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'k': o->sock = optarg; break;
+		case 'K': o->key = optarg; break;
+		case 'j': o->json = true; break;
+		case 'T': o->template = optarg; break;
+		case 's': o->state = optarg; break;
+		case 'c': o->cpus = positive("--cpus", optarg); break;
+		case 'm': o->memory = positive("--memory", optarg); break;
+		case 't': o->timeout = positive("--timeout", optarg); break;
+		case 'e':
+			eq = strchr(optarg, '=');
+			if (!eq || eq == optarg)
+				sb_usage();
+			*eq = 0;
+			json_object_set_new(o->env, optarg, json_string(eq + 1));
+			*eq = '=';
+			break;
+		default: sb_usage();
+		}
+	}
+	if (!o->key || !*o->key) {
+		fprintf(stderr, "kiln: sandbox: need an API key (--key KEY or KILN_API_KEY)\n");
+		exit(EXIT_KILN);
+	}
+	return optind;
+}
+
+/* One request; exits with kilnd's error on failure, else returns the answer. */
+static json_t *call(const struct sb_opts *o, const char *method, const char *path, json_t *body)
+{
+	char err[512], *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_t *out, *e;
+	int status = kilnd_request(o->sock, o->key, method, path, text, &out, err, sizeof(err));
+
+	free(text);
+	if (status < 0) {
+		fprintf(stderr, "kiln: %s\n", err);
+		exit(EXIT_KILN);
+	}
+	if (status >= 200 && status < 300 && out)
+		return out;
+	e = json_object_get(out, "error");
+	fprintf(stderr, "kiln: %s (HTTP %d): %s\n",
+		json_string_value(json_object_get(e, "code")) ?: "error", status,
+		json_string_value(json_object_get(e, "message")) ?: "no JSON answer");
+	exit(EXIT_KILN);
+}
+
+static void print_json(json_t *v)
+{
+	json_dumpf(v, stdout, JSON_INDENT(2));
+	putchar('\n');
+}
+
+static const char *str(json_t *o, const char *k)
+{
+	const char *s = json_string_value(json_object_get(o, k));
+
+	return s ? s : "-";
+}
+
+static void table_header(void)
+{
+	printf("%-22s %-9s %-12s %4s %7s  %-20s  %-20s\n", "ID", "STATE", "TEMPLATE", "CPUS",
+	       "MEM_MIB", "CREATED", "EXPIRES");
+}
+
+static void table_row(json_t *sb)
+{
+	printf("%-22s %-9s %-12s %4lld %7lld  %-20s  %-20s\n", str(sb, "id"), str(sb, "state"),
+	       str(sb, "template"), json_integer_value(json_object_get(sb, "cpus")),
+	       json_integer_value(json_object_get(sb, "memory_mib")), str(sb, "created_at"),
+	       str(sb, "expires_at"));
+}
+
+static int sb_create(const struct sb_opts *o)
+{
+	json_t *body = json_object(), *sb;
+
+	if (o->template)
+		json_object_set_new(body, "template", json_string(o->template));
+	if (o->cpus)
+		json_object_set_new(body, "cpus", json_integer(o->cpus));
+	if (o->memory)
+		json_object_set_new(body, "memory_mib", json_integer(o->memory));
+	if (o->timeout)
+		json_object_set_new(body, "timeout_s", json_integer(o->timeout));
+	if (json_object_size(o->env))
+		json_object_set(body, "env", o->env);
+	sb = call(o, "POST", "/v1/sandboxes", body);
+	if (o->json)
+		print_json(sb);
+	else
+		printf("%s\n", str(sb, "id"));
+	json_decref(body);
+	json_decref(sb);
+	return 0;
+}
+
+/* Every page of the list, through next_after. */
+static int sb_ls(const struct sb_opts *o)
+{
+	json_t *all = json_array();
+	char path[512], after[128] = "";
+
+	for (;;) {
+		json_t *page, *list, *sb;
+		size_t i;
+
+		snprintf(path, sizeof(path), "/v1/sandboxes?limit=1000%s%s%s%s",
+			 o->state ? "&state=" : "", o->state ? o->state : "",
+			 after[0] ? "&after=" : "", after);
+		page = call(o, "GET", path, NULL);
+		list = json_object_get(page, "sandboxes");
+		json_array_foreach(list, i, sb)
+			json_array_append(all, sb);
+		if (!json_is_string(json_object_get(page, "next_after"))) {
+			json_decref(page);
+			break;
+		}
+		snprintf(after, sizeof(after), "%s", str(page, "next_after"));
+		json_decref(page);
+	}
+	if (o->json) {
+		print_json(all);
+	} else {
+		size_t i;
+		json_t *sb;
+
+		table_header();
+		json_array_foreach(all, i, sb)
+			table_row(sb);
+	}
+	json_decref(all);
+	return 0;
+}
+
+/* rm, pause, resume: one request per ID. */
+static int sb_each(const struct sb_opts *o, const char *verb, char **ids, int n)
+{
+	char path[256];
+
+	if (n == 0)
+		sb_usage();
+	for (int i = 0; i < n; i++) {
+		json_t *sb;
+
+		if (strchr(ids[i], '/') || strchr(ids[i], '?') || strlen(ids[i]) > 63) {
+			fprintf(stderr, "kiln: %s: not a sandbox id\n", ids[i]);
+			return EXIT_KILN;
+		}
+		if (!strcmp(verb, "rm"))
+			snprintf(path, sizeof(path), "/v1/sandboxes/%s", ids[i]);
+		else
+			snprintf(path, sizeof(path), "/v1/sandboxes/%s/%s", ids[i], verb);
+		sb = call(o, strcmp(verb, "rm") ? "POST" : "DELETE", path, NULL);
+		if (!o->json && i == 0)
+			table_header();
+		if (o->json)
+			print_json(sb);
+		else
+			table_row(sb);
+		json_decref(sb);
+	}
+	return 0;
+}
+
+int cmd_sandbox(int argc, char **argv)
+{
+	struct sb_opts o;
+	const char *sub;
+	int i, ret = EXIT_KILN;
+
+	if (argc < 2)
+		sb_usage();
+	sub = argv[1];
+	argv[1] = argv[0];
+	i = sb_parse(argc - 1, argv + 1, &o) + 1;
+	if (!strcmp(sub, "create") && i == argc)
+		ret = sb_create(&o);
+	else if ((!strcmp(sub, "ls") || !strcmp(sub, "list")) && i == argc)
+		ret = sb_ls(&o);
+	else if (!strcmp(sub, "rm") || !strcmp(sub, "pause") || !strcmp(sub, "resume"))
+		ret = sb_each(&o, sub, argv + i, argc - i);
+	else
+		sb_usage();
+	json_decref(o.env);
+	return ret;
+}

@@ -1,0 +1,338 @@
+/*
+ * api_files.c - /v1/sandboxes/{id}/files: upload and download streamed through a pipe to a
+ * thread that talks to the guest agent (agent_write_file / agent_read_file copy between a
+ * local fd and the guest), so a file of any size passes through a few pipe buffers of memory;
+ * and directory listings.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "../client/agent_client.h"
+#include "../host/vmctl.h"
+#include "db.h"
+#include "http.h"
+
+struct upload {
+	int pipe_w, pipe_r, agent_fd;
+	pthread_t thread;
+	bool thread_started, finished;
+	char path[4096];
+	int result;
+	uint64_t bytes;
+	struct agent_error ae;
+};
+
+/* A guest file error as an API error: the guest's errno decides the status. */
+static void file_error(struct api_error *e, const struct agent_error *ae, const char *path)
+{
+	const char *msg = ae->message[0] ? ae->message : strerror(ae->err);
+
+	if (ae->err == ENOENT)
+		api_fail(e, 404, "file_not_found", "path", "%.300s: %s", path, msg);
+	else if (ae->err == EACCES || ae->err == EPERM)
+		api_fail(e, 403, "permission_denied", "path", "%.300s: %s", path, msg);
+	else if (ae->err == EISDIR || ae->err == ENOTDIR || ae->err == EINVAL)
+		api_fail(e, 400, "invalid_path", "path", "%.300s: %s", path, msg);
+	else
+		api_fail(e, 502, "file_error", "path", "%.300s: %s", path, msg);
+}
+
+/* The running sandbox of the request, its path argument and a connection to its agent. */
+static int open_agent(struct request *r, const char **path)
+{
+	struct agent_error ae = { 0 };
+	char dir[PATH_MAX], sock[PATH_MAX];
+	struct sandbox s;
+	int fd;
+
+	if (own_sandbox(r, &s))
+		return -1;
+	if (strcmp(s.state, "running"))
+		return api_fail(&r->e, 409, "invalid_state", NULL, "the sandbox is %s, not running",
+				s.state);
+	*path = query_arg(r, "path");
+	if (!guest_path_ok(*path))
+		return api_fail(&r->e, 400, "invalid_argument", "path",
+				"path: must be an absolute guest path (?path=/...)");
+	sandbox_dir(s.id, dir, sizeof(dir));
+	vm_sock_path(dir, sock, sizeof(sock));
+	fd = agent_connect(sock, PROTO_AGENT_PORT, 10000, &ae);
+	if (fd < 0)
+		return api_fail(&r->e, 502, "agent_unreachable", NULL, "guest agent: %s", ae.message);
+	return fd;
+}
+
+static void *upload_thread(void *arg)
+{
+	struct upload *u = arg;
+
+	u->result = agent_write_file(u->agent_fd, u->path, 0644, u->pipe_r, &u->bytes, &u->ae);
+	close(u->pipe_r);	/* a writer still feeding us gets EPIPE and stops */
+	u->pipe_r = -1;
+	return NULL;
+}
+
+int upload_begin(struct request *r)
+{
+	struct upload *u = calloc(1, sizeof(*u));
+	const char *path;
+	int p[2];
+
+	if (!u)
+		return api_fail(&r->e, 500, "internal", NULL, "out of memory");
+	u->pipe_w = u->pipe_r = -1;
+	u->agent_fd = open_agent(r, &path);
+	if (u->agent_fd < 0) {
+		free(u);
+		return -1;
+	}
+	snprintf(u->path, sizeof(u->path), "%s", path);
+	if (pipe2(p, O_CLOEXEC))
+		goto fail;
+	u->pipe_r = p[0];
+	u->pipe_w = p[1];
+	if (pthread_create(&u->thread, NULL, upload_thread, u))
+		goto fail;
+	u->thread_started = true;
+	r->upload = u;
+	return 0;
+fail:
+	if (u->pipe_r >= 0) {
+		close(u->pipe_r);
+		close(u->pipe_w);
+	}
+	close(u->agent_fd);
+	free(u);
+	return api_fail(&r->e, 500, "internal", NULL, "cannot start the upload: %s",
+			strerror(errno));
+}
+
+void upload_chunk(struct request *r, const char *data, size_t len)
+{
+	struct upload *u = r->upload;
+
+	while (len && u->pipe_w >= 0) {
+		ssize_t n = write(u->pipe_w, data, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			/* The guest side failed; drain the rest of the body, report at the end. */
+			close(u->pipe_w);
+			u->pipe_w = -1;
+			return;
+		}
+		data += n;
+		len -= n;
+	}
+}
+
+/* Close our end and wait for the thread; the result is in u. */
+static void upload_join(struct upload *u, bool abort)
+{
+	if (u->pipe_w >= 0)
+		close(u->pipe_w);
+	u->pipe_w = -1;
+	if (abort)
+		shutdown(u->agent_fd, SHUT_RDWR);	/* not a complete file: break it off */
+	if (u->thread_started)
+		pthread_join(u->thread, NULL);
+	u->thread_started = false;
+	if (u->pipe_r >= 0)
+		close(u->pipe_r);
+	u->pipe_r = -1;
+	close(u->agent_fd);
+	u->agent_fd = -1;
+}
+
+enum MHD_Result upload_finish(struct request *r)
+{
+	struct upload *u = r->upload;
+	enum MHD_Result ret;
+
+	upload_join(u, false);
+	if (u->result) {
+		file_error(&r->e, &u->ae, u->path);
+		ret = reply_error(r, &r->e);
+	} else {
+		ret = reply_json(r, 201, json_pack("{s:s, s:I}", "path", u->path, "bytes",
+						   (json_int_t)u->bytes));
+	}
+	free(u);
+	r->upload = NULL;
+	return ret;
+}
+
+void upload_abort(struct request *r)
+{
+	if (!r->upload)
+		return;
+	upload_join(r->upload, true);
+	free(r->upload);
+	r->upload = NULL;
+}
+
+struct download {
+	int pipe_r, pipe_w, agent_fd;
+	pthread_t thread;
+	char path[4096];
+};
+
+static void *download_thread(void *arg)
+{
+	struct download *d = arg;
+	struct agent_error ae = { 0 };
+	uint64_t bytes = 0;
+
+	agent_read_file(d->agent_fd, d->path, d->pipe_w, &bytes, &ae);
+	close(d->pipe_w);	/* end of the response (cut short if the guest failed) */
+	d->pipe_w = -1;
+	return NULL;
+}
+
+static ssize_t download_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct download *d = cls;
+	ssize_t n;
+
+	(void)pos;
+	do
+		n = read(d->pipe_r, buf, max);
+	while (n < 0 && errno == EINTR);
+	if (n == 0)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	return n < 0 ? MHD_CONTENT_READER_END_WITH_ERROR : n;
+}
+
+static void download_free(void *cls)
+{
+	struct download *d = cls;
+
+	close(d->pipe_r);		/* a thread still writing gets EPIPE */
+	shutdown(d->agent_fd, SHUT_RDWR);
+	pthread_join(d->thread, NULL);
+	close(d->agent_fd);
+	free(d);
+}
+
+struct stat_result {
+	bool found;
+	struct agent_entry entry;
+};
+
+static void on_stat(const struct agent_entry *en, void *ctx)
+{
+	struct stat_result *s = ctx;
+
+	s->found = true;
+	s->entry = *en;
+}
+
+/* The path must name a regular file: else a clear error before any byte is sent. */
+static int check_regular(struct request *r, int fd, const char *path)
+{
+	struct stat_result *st = calloc(1, sizeof(*st));
+	struct agent_error ae = { 0 };
+	int ret = -1;
+
+	if (!st)
+		return api_fail(&r->e, 500, "internal", NULL, "out of memory");
+	if (agent_entries(fd, MSG_STAT, path, 0, on_stat, st, &ae))
+		file_error(&r->e, &ae, path);
+	else if (!st->found || st->entry.type != 'f')
+		api_fail(&r->e, 400, "invalid_path", "path", "%.300s: not a regular file", path);
+	else
+		ret = 0;
+	free(st);
+	return ret;
+}
+
+static enum MHD_Result download(struct request *r)
+{
+	struct MHD_Response *resp;
+	struct download *d;
+	const char *path;
+	int fd = open_agent(r, &path), p[2];
+
+	if (fd < 0)
+		return reply_error(r, &r->e);
+	if (check_regular(r, fd, path)) {
+		close(fd);
+		return reply_error(r, &r->e);
+	}
+	close(fd);
+	fd = open_agent(r, &path);	/* a connection carries one operation */
+	d = calloc(1, sizeof(*d));
+	if (fd < 0 || !d || pipe2(p, O_CLOEXEC)) {
+		if (fd >= 0)
+			close(fd);
+		free(d);
+		if (fd >= 0)
+			api_fail(&r->e, 500, "internal", NULL, "cannot start the download");
+		return reply_error(r, &r->e);
+	}
+	d->pipe_r = p[0];
+	d->pipe_w = p[1];
+	d->agent_fd = fd;
+	snprintf(d->path, sizeof(d->path), "%s", path);
+	if (pthread_create(&d->thread, NULL, download_thread, d)) {
+		close(p[0]);
+		close(p[1]);
+		close(fd);
+		free(d);
+		api_fail(&r->e, 500, "internal", NULL, "cannot start the download");
+		return reply_error(r, &r->e);
+	}
+	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, download_read, d,
+						 download_free);
+	if (!resp) {
+		download_free(d);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
+	enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
+
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+static void on_entry(const struct agent_entry *en, void *ctx)
+{
+	char type[2] = { en->type, 0 };
+
+	json_array_append_new(ctx, json_pack("{s:s, s:s, s:I, s:I, s:I}", "path", en->path,
+					     "type", type, "size", (json_int_t)en->size,
+					     "mode", (json_int_t)en->mode,
+					     "mtime", (json_int_t)en->mtime));
+}
+
+static enum MHD_Result list(struct request *r)
+{
+	struct agent_error ae = { 0 };
+	json_t *entries;
+	const char *path;
+	int fd = open_agent(r, &path), bad;
+
+	if (fd < 0)
+		return reply_error(r, &r->e);
+	entries = json_array();
+	bad = agent_entries(fd, MSG_LIST, path, 1, on_entry, entries, &ae);
+	close(fd);
+	if (bad) {
+		json_decref(entries);
+		file_error(&r->e, &ae, path);
+		return reply_error(r, &r->e);
+	}
+	return reply_json(r, 200, json_pack("{s:s, s:o}", "path", path, "entries", entries));
+}
+
+enum MHD_Result api_files(struct request *r)
+{
+	return r->m.route == R_FILES_LIST ? list(r) : download(r);
+}

@@ -1,0 +1,245 @@
+/*
+ * api_sandboxes.c - /v1/sandboxes: create, list, get, delete, pause, resume, timeout, exec.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../client/agent_client.h"
+#include "../host/vmctl.h"
+#include "db.h"
+#include "http.h"
+#include "sandbox.h"
+
+#define MAX_EXEC_OUTPUT	(8u << 20)	/* per stream; the rest is counted, not kept */
+#define MAX_LIST_LIMIT	1000
+
+int own_sandbox(struct request *r, struct sandbox *s)
+{
+	/* Another agent's sandbox is "not found", exactly like one that never existed. */
+	if (db_sandbox_get(r->m.id, r->agent.id, s) == 0)
+		return 0;
+	return api_fail(&r->e, 404, "not_found", NULL, "no sandbox %s", r->m.id);
+}
+
+static json_t *parse_body(struct request *r)
+{
+	return body_object(r->body, r->len, &r->e);
+}
+
+static enum MHD_Result create(struct request *r)
+{
+	struct create_req req;
+	json_t *body = parse_body(r), *out = NULL;
+	enum MHD_Result ret;
+
+	if (!body)
+		return reply_error(r, &r->e);
+	if (parse_create(body, &req, &r->e) || sandbox_create(&r->agent, &req, &out, &r->e))
+		ret = reply_error(r, &r->e);
+	else
+		ret = reply_json(r, 201, out);
+	json_decref(body);
+	return ret;
+}
+
+static bool state_name_ok(const char *s)
+{
+	static const char *const states[] = { "creating", "running", "pausing", "paused",
+					      "resuming", "deleting", "deleted", "expired", "failed",
+					      "lost", NULL };
+
+	for (const char *const *p = states; *p; p++)
+		if (!strcmp(*p, s))
+			return true;
+	return false;
+}
+
+static enum MHD_Result list(struct request *r)
+{
+	const char *state = query_arg(r, "state"), *limit_s = query_arg(r, "limit");
+	const char *after = query_arg(r, "after");
+	unsigned long limit = 100;
+	char *end;
+
+	if (state && !state_name_ok(state)) {
+		api_fail(&r->e, 400, "invalid_argument", "state", "state: no such state '%.40s'",
+			 state);
+		return reply_error(r, &r->e);
+	}
+	if (limit_s) {
+		limit = strtoul(limit_s, &end, 10);
+		if (!*limit_s || *end || *limit_s == '-' || limit < 1 || limit > MAX_LIST_LIMIT) {
+			api_fail(&r->e, 400, "invalid_argument", "limit",
+				 "limit: must be an integer from 1 to %d", MAX_LIST_LIMIT);
+			return reply_error(r, &r->e);
+		}
+	}
+	if (after && strlen(after) >= ROUTE_ID_MAX) {
+		api_fail(&r->e, 400, "invalid_argument", "after", "after: not a sandbox id");
+		return reply_error(r, &r->e);
+	}
+	return reply_json(r, 200, db_sandbox_list(r->agent.id, state, limit, after));
+}
+
+static enum MHD_Result set_timeout(struct request *r, const struct sandbox *s)
+{
+	json_t *body = parse_body(r);
+	unsigned timeout_s;
+	int bad;
+
+	if (!body)
+		return reply_error(r, &r->e);
+	bad = parse_timeout(body, &timeout_s, &r->e);
+	json_decref(body);
+	if (bad)
+		return reply_error(r, &r->e);
+	if (strcmp(s->state, "running") && strcmp(s->state, "paused")) {
+		api_fail(&r->e, 409, "invalid_state", NULL, "the sandbox is %s", s->state);
+		return reply_error(r, &r->e);
+	}
+	db_set_expiry(s->id, now_ms() + (int64_t)timeout_s * 1000);
+	return reply_json(r, 200, db_sandbox_json(s->id));
+}
+
+struct output {
+	uint8_t *data;
+	size_t len, total;
+};
+
+static void keep(struct output *o, const uint8_t *data, size_t len)
+{
+	size_t room = MAX_EXEC_OUTPUT - o->len, n = len < room ? len : room;
+	uint8_t *grown;
+
+	o->total += len;
+	if (!n)
+		return;
+	grown = realloc(o->data, o->len + n);
+	if (!grown)
+		return;
+	o->data = grown;
+	memcpy(o->data + o->len, data, n);
+	o->len += n;
+}
+
+static void put_output(json_t *res, const char *name, const struct output *o)
+{
+	char key[32];
+	bool b64;
+
+	json_object_set_new(res, name, bytes_json(o->data ? o->data : (uint8_t *)"", o->len, &b64));
+	snprintf(key, sizeof(key), "%s_encoding", name);
+	json_object_set_new(res, key, json_string(b64 ? "base64" : "utf-8"));
+	snprintf(key, sizeof(key), "%s_truncated", name);
+	json_object_set_new(res, key, json_boolean(o->total > o->len));
+}
+
+/* Run the command to the end, collecting its output; the JSON result or NULL with e set. */
+static json_t *run_exec(const struct sandbox *s, const struct exec_req *x, struct api_error *e)
+{
+	struct agent_exec ax = { .argv = (char *const *)x->argv, .shell = x->shell,
+				 .env = x->env, .cwd = x->cwd, .user = x->user,
+				 .timeout_ms = x->timeout_s * 1000 };
+	struct output out = { 0 }, err = { 0 };
+	struct agent_error ae = { 0 };
+	struct agent_event ev;
+	char dir[PATH_MAX], sock[PATH_MAX];
+	uint8_t *buf = NULL;
+	size_t cap = 0;
+	uint32_t pid;
+	json_t *res = NULL;
+	int fd;
+
+	sandbox_dir(s->id, dir, sizeof(dir));
+	vm_sock_path(dir, sock, sizeof(sock));
+	fd = agent_connect(sock, PROTO_AGENT_PORT, 10000, &ae);
+	if (fd < 0) {
+		api_fail(e, 502, "agent_unreachable", NULL, "guest agent: %s", ae.message);
+		return NULL;
+	}
+	if (agent_exec_start(fd, &ax, &pid, &ae)) {
+		api_fail(e, 400, "exec_failed", x->shell ? "shell" : "cmd", "%s%s%s", ae.path,
+			 ae.path[0] ? ": " : "", ae.message);
+		goto out;
+	}
+	while (agent_next_event(fd, &ev, &buf, &cap) == 0) {
+		if (ev.type == EV_STDOUT || ev.type == EV_STDERR) {
+			keep(ev.type == EV_STDOUT ? &out : &err, ev.data, ev.len);
+			continue;
+		}
+		if (ev.type == EV_ERROR) {
+			api_fail(e, 502, "exec_failed", NULL, "%s", ev.error.message);
+			goto out;
+		}
+		res = json_pack("{s:o, s:o, s:b}",
+				"exit_code", ev.exit_signal ? json_null() : json_integer(ev.exit_code),
+				"signal", ev.exit_signal ? json_integer(ev.exit_signal) : json_null(),
+				"timed_out", ev.timed_out);
+		put_output(res, "stdout", &out);
+		put_output(res, "stderr", &err);
+		goto out;
+	}
+	api_fail(e, 502, "agent_unreachable", NULL, "connection to the guest agent lost");
+out:
+	free(buf);
+	free(out.data);
+	free(err.data);
+	close(fd);
+	return res;
+}
+
+static enum MHD_Result exec(struct request *r, const struct sandbox *s)
+{
+	json_t *body = parse_body(r), *res = NULL;
+	struct exec_req x;
+
+	if (!body)
+		return reply_error(r, &r->e);
+	if (parse_exec(body, &x, &r->e) == 0) {
+		if (strcmp(s->state, "running"))
+			api_fail(&r->e, 409, "invalid_state", NULL, "the sandbox is %s, not running",
+				 s->state);
+		else
+			res = run_exec(s, &x, &r->e);
+	}
+	exec_req_free(&x);
+	json_decref(body);
+	return res ? reply_json(r, 200, res) : reply_error(r, &r->e);
+}
+
+enum MHD_Result api_sandboxes(struct request *r)
+{
+	struct sandbox s;
+	int bad = 0;
+
+	if (r->m.route == R_SANDBOXES_CREATE)
+		return create(r);
+	if (r->m.route == R_SANDBOXES_LIST)
+		return list(r);
+	if (own_sandbox(r, &s))
+		return reply_error(r, &r->e);
+	switch (r->m.route) {
+	case R_SANDBOX_GET:
+		return reply_json(r, 200, db_sandbox_json(s.id));
+	case R_SANDBOX_DELETE:
+		bad = sandbox_delete(&s, &r->e);
+		break;
+	case R_SANDBOX_PAUSE:
+		bad = sandbox_pause(&s, NULL, &r->e);
+		break;
+	case R_SANDBOX_RESUME:
+		bad = sandbox_resume(&s, &r->e);
+		break;
+	case R_SANDBOX_TIMEOUT:
+		return set_timeout(r, &s);
+	case R_SANDBOX_EXEC:
+		return exec(r, &s);
+	default:
+		api_fail(&r->e, 500, "internal", NULL, "unrouted request");
+		return reply_error(r, &r->e);
+	}
+	return bad ? reply_error(r, &r->e) : reply_json(r, 200, db_sandbox_json(s.id));
+}

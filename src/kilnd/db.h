@@ -1,0 +1,68 @@
+/*
+ * db.h - kilnd's durable state in SQLite: agents, sandboxes, usage and the wallet ledger.
+ *
+ * One connection in WAL mode, serialised by a mutex: kilnd's writes are tiny and few, and a
+ * single writer keeps every multi-statement change (a state change plus its final meter
+ * reading and debit) atomic.  The schema is versioned; db_open applies missing migrations.
+ */
+#ifndef KILND_DB_H
+#define KILND_DB_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "json.h"
+#include "kilnd.h"
+
+int db_open(const char *path, char *err, size_t errlen);
+void db_close(void);
+
+/* Agents. */
+int db_agent_create(const struct agent_req *r, const char *id, const char *key_hash);
+int db_agent_by_key_hash(const char *key_hash, struct agent *a);
+int db_agent_get(const char *id, struct agent *a);
+json_t *db_agent_json(const char *id);
+
+/* Wallet: credits are posted from the external account; balance of the agent's account. */
+int db_credit(const char *agent_id, int64_t amount, const char *currency);
+int64_t db_balance(const char *agent_id);
+json_t *db_wallet_json(const char *agent_id, unsigned limit);
+json_t *db_usage_json(const char *agent_id);
+
+/*
+ * Insert a sandbox in state creating if the agent's quota allows: 0, or -1 with e set
+ * (429 quota_exceeded: too many sandboxes).
+ */
+int db_sandbox_insert(const struct agent *a, const struct sandbox *s, const char *metadata,
+		      struct api_error *e);
+
+/* The sandbox id; agent_id NULL for any agent.  0, or -1 if there is none. */
+int db_sandbox_get(const char *id, const char *agent_id, struct sandbox *s);
+json_t *db_sandbox_json(const char *id);
+json_t *db_sandbox_list(const char *agent_id, const char *state, unsigned limit,
+			const char *after);
+
+/*
+ * Move a sandbox from one of the states in from ("running|paused") to state `to`, with a
+ * reason (may be NULL).  Leaving running takes a last meter reading and debits it; entering
+ * running starts the meter.  true if the sandbox was in one of from.
+ */
+bool db_transition(const char *id, const char *from, const char *to, const char *reason);
+
+int db_set_expiry(const char *id, int64_t expires_at);
+void db_count_create(void);
+
+/* Sandboxes in one of the states (same "a|b" form), with their agents; calls fn for each. */
+void db_each_sandbox(const char *states, void (*fn)(const struct sandbox *, void *), void *ctx);
+
+/* Meter every running sandbox up to now and debit its agent.  Called once a second. */
+void db_meter_tick(const struct prices *p);
+
+/* Agents with a running sandbox and a balance <= 0. */
+void db_each_broke_agent(void (*fn)(const char *agent_id, void *), void *ctx);
+
+/* Prometheus text for /metrics (malloc'd). */
+char *db_metrics(void);
+
+#endif

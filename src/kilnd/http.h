@@ -1,0 +1,57 @@
+/*
+ * http.h - kilnd's HTTP front: libmicrohttpd with a thread per connection (a request may wait
+ * seconds for a VM), JSON bodies bounded to 1 MiB, file uploads streamed.  Every request is
+ * routed (router.h) and authenticated before its body is read; handlers in api_*.c answer it.
+ */
+#ifndef KILND_HTTP_H
+#define KILND_HTTP_H
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdbool.h>
+
+#include "auth.h"
+#include "json.h"
+#include "kilnd.h"
+#include "router.h"
+
+struct upload;
+
+struct request {
+	struct MHD_Connection *conn;
+	struct route_match m;
+	enum caller caller;
+	struct agent agent;		/* the caller, when an agent */
+	char *body;			/* JSON bodies, NUL-terminated */
+	size_t len;
+	bool failed;			/* e holds the answer */
+	struct api_error e;
+	struct upload *upload;		/* PUT files */
+};
+
+/* Start serving on a listening unix socket fd and optionally a TCP address. */
+int http_start(int unix_fd, const char *listen_addr, char *err, size_t errlen);
+void http_stop(void);
+
+enum MHD_Result reply_json(struct request *r, unsigned status, json_t *body);
+enum MHD_Result reply_error(struct request *r, const struct api_error *e);
+enum MHD_Result reply_text(struct request *r, unsigned status, const char *type, char *text);
+
+/* The request's query argument, or NULL. */
+const char *query_arg(struct request *r, const char *name);
+
+/* Handlers (api_sandboxes.c, api_files.c, api_admin.c). */
+enum MHD_Result api_sandboxes(struct request *r);
+enum MHD_Result api_admin(struct request *r);
+enum MHD_Result api_files(struct request *r);
+
+/* The sandbox of the request's {id} if it belongs to the caller; 404 into r->e otherwise. */
+int own_sandbox(struct request *r, struct sandbox *s);
+
+/* PUT files: set up before the body arrives, fed its chunks, finished at the end. */
+int upload_begin(struct request *r);
+void upload_chunk(struct request *r, const char *data, size_t len);
+enum MHD_Result upload_finish(struct request *r);
+void upload_abort(struct request *r);
+
+#endif

@@ -1,0 +1,85 @@
+/*
+ * json.h - kilnd's request validation and JSON helpers.  Every request body is hostile: each
+ * parser checks types, sizes and ranges, refuses unknown fields, and on failure fills an
+ * api_error naming the bad field.  Pure (jansson only), so unit tests drive it directly.
+ */
+#ifndef KILND_JSON_H
+#define KILND_JSON_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MAX_JSON_BODY		(1 << 20)
+#define MAX_CPUS		32
+#define MAX_MEMORY_MIB		(64 * 1024)
+#define MIN_MEMORY_MIB		64
+#define MAX_TIMEOUT_S		(30 * 24 * 3600)
+#define MAX_EXEC_TIMEOUT_S	(24 * 3600)
+#define MAX_ENV_VARS		256
+#define MAX_ARGV		1024
+#define MAX_STRING		4096
+#define MAX_SHELL		(64 * 1024)
+#define MAX_METADATA_BYTES	(16 * 1024)
+
+struct api_error {
+	int status;		/* HTTP status */
+	char code[40];		/* stable: invalid_argument, not_found, ... */
+	char message[512];
+	char field[64];		/* the offending field, or "" */
+};
+
+/* Fill e; returns -1 so callers can `return api_fail(...)`. */
+int api_fail(struct api_error *e, int status, const char *code, const char *field,
+	     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* {"error": {"code", "message", "field"?}} */
+json_t *api_error_json(const struct api_error *e);
+
+/* Parse a request body: empty means {}; anything but a JSON object is a 400. */
+json_t *body_object(const char *body, size_t len, struct api_error *e);
+
+struct create_req {
+	char template[64];
+	unsigned cpus, memory_mib, timeout_s;
+	json_t *env;		/* object of strings, borrowed from the body, or NULL */
+	json_t *metadata;	/* object, borrowed, or NULL */
+};
+
+struct exec_req {
+	const char **argv;	/* NULL-terminated, strings borrowed from the body; free() it */
+	const char *shell;
+	char **env;		/* "K=V", NULL-terminated, owned; free with strv_free */
+	const char *cwd, *user;
+	unsigned timeout_s;
+};
+
+struct agent_req {
+	char name[64];
+	char currency[8];
+	unsigned max_sandboxes, max_cpus, max_memory_mib;
+};
+
+int parse_create(json_t *body, struct create_req *r, struct api_error *e);
+int parse_exec(json_t *body, struct exec_req *r, struct api_error *e);
+void exec_req_free(struct exec_req *r);
+int parse_timeout(json_t *body, unsigned *timeout_s, struct api_error *e);
+int parse_agent(json_t *body, struct agent_req *r, struct api_error *e);
+int parse_credit(json_t *body, int64_t *amount_micro, char *currency, size_t len,
+		 struct api_error *e);
+
+/* "K=V" strings from an object of strings (already validated), NULL-terminated. */
+char **env_strv(json_t *env);
+void strv_free(char **v);
+
+/* A guest path: absolute, no NUL, at most 4095 bytes. */
+bool guest_path_ok(const char *p);
+
+/* Base64 (RFC 4648, padded) of len bytes into a malloc'd string. */
+char *base64_encode(const uint8_t *data, size_t len);
+
+/* A JSON string for bytes: the text itself if it is UTF-8, else base64 and *base64 = true. */
+json_t *bytes_json(const uint8_t *data, size_t len, bool *base64);
+
+#endif

@@ -1,0 +1,62 @@
+/*
+ * kilnd.h - what kilnd's parts share: the daemon's configuration, an agent and a sandbox as
+ * the API layer sees them, and the state names a sandbox goes through.
+ *
+ * Sandbox states:  creating -> running <-> paused (via pausing / resuming)
+ *                  -> deleting -> deleted;  expired (its timeout ran out);
+ *                  failed (never started);  lost (its VMM went away behind kilnd's back).
+ * Rows are never removed: a deleted sandbox keeps its record, usage and ledger entries.
+ */
+#ifndef KILND_H
+#define KILND_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ledger.h"
+
+#define MAX_TEMPLATES	64
+
+struct template_def {
+	char name[64];
+	char path[PATH_MAX];
+};
+
+struct kilnd_config {
+	char data_dir[PATH_MAX];
+	char sandboxes_dir[PATH_MAX];
+	char admin_hash[65];		/* SHA-256 of the admin key, hex */
+	struct prices prices;
+	struct template_def templates[MAX_TEMPLATES];
+	int ntemplates;
+};
+
+extern struct kilnd_config cfg;
+
+struct agent {
+	char id[64];
+	char name[64];
+	char currency[8];
+	unsigned max_sandboxes, max_cpus, max_memory_mib;
+};
+
+struct sandbox {
+	char id[64];
+	char agent_id[64];
+	char state[16];
+	char template[64];
+	unsigned cpus, memory_mib;
+	int64_t created_at, expires_at;
+};
+
+/* Milliseconds of wall-clock time (the ledger's and the meter's clock). */
+int64_t now_ms(void);
+
+/* A random identifier: prefix and 16 hex digits. */
+void random_id(const char *prefix, char *out, size_t len);
+
+/* The VM directory of a sandbox: DATA/sandboxes/ID. */
+void sandbox_dir(const char *id, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,37 @@
+/*
+ * ledger.h - the arithmetic of metering: prices, and what a sandbox's run time costs.
+ * Pure, so unit tests pin it down; db.c posts the results as double-entry ledger rows.
+ *
+ * Usage is kept in milliseconds of run time per sandbox; a sandbox's cost is always computed
+ * from its whole run time and the amount already debited is subtracted, so rounding never
+ * accumulates however often the meter ticks.
+ */
+#ifndef KILND_LEDGER_H
+#define KILND_LEDGER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct prices {
+	uint64_t vcpu_second;	/* micro-units per vCPU-second */
+	uint64_t gib_second;	/* micro-units per GiB-second of memory */
+};
+
+#define DEFAULT_VCPU_SECOND	14	/* about $0.05 a vCPU-hour */
+#define DEFAULT_GIB_SECOND	5	/* about $0.018 a GiB-hour */
+
+void prices_default(struct prices *p);
+
+/* One "key = value" line of a prices file (blank lines and # comments allowed).  0 or -1
+ * with a reason in err. */
+int prices_parse_line(const char *line, struct prices *p, char *err, size_t errlen);
+
+/* Cost in micro-units of run_ms milliseconds of a sandbox of cpus and memory_mib, rounded
+ * down; saturates at INT64_MAX rather than wrap. */
+int64_t ledger_cost_micro(uint64_t run_ms, unsigned cpus, unsigned memory_mib,
+			  const struct prices *p);
+
+/* What to debit now: the cost so far minus what was debited already (never negative). */
+int64_t ledger_debit_due(int64_t cost_so_far, int64_t debited);
+
+#endif

@@ -1,0 +1,98 @@
+/*
+ * router.c - see router.h.  Routes are a table of method, path pattern and flags; a pattern
+ * segment "{id}" matches one identifier.
+ */
+#include "router.h"
+
+#include <stdio.h>
+#include <string.h>
+
+struct route_def {
+	const char *method, *pattern;
+	enum route route;
+	bool admin, agent;
+};
+
+static const struct route_def routes[] = {
+	{ "GET", "/v1/health", R_HEALTH, false, false },
+	{ "GET", "/metrics", R_METRICS, false, false },
+	{ "POST", "/v1/agents", R_AGENTS, true, false },
+	{ "POST", "/v1/agents/{id}/credit", R_AGENT_CREDIT, true, false },
+	{ "GET", "/v1/usage", R_USAGE, false, true },
+	{ "GET", "/v1/wallet", R_WALLET, false, true },
+	{ "POST", "/v1/sandboxes", R_SANDBOXES_CREATE, false, true },
+	{ "GET", "/v1/sandboxes", R_SANDBOXES_LIST, false, true },
+	{ "GET", "/v1/sandboxes/{id}", R_SANDBOX_GET, false, true },
+	{ "DELETE", "/v1/sandboxes/{id}", R_SANDBOX_DELETE, false, true },
+	{ "POST", "/v1/sandboxes/{id}/pause", R_SANDBOX_PAUSE, false, true },
+	{ "POST", "/v1/sandboxes/{id}/resume", R_SANDBOX_RESUME, false, true },
+	{ "POST", "/v1/sandboxes/{id}/timeout", R_SANDBOX_TIMEOUT, false, true },
+	{ "POST", "/v1/sandboxes/{id}/exec", R_SANDBOX_EXEC, false, true },
+	{ "PUT", "/v1/sandboxes/{id}/files", R_FILES_PUT, false, true },
+	{ "GET", "/v1/sandboxes/{id}/files", R_FILES_GET, false, true },
+	{ "GET", "/v1/sandboxes/{id}/files/list", R_FILES_LIST, false, true },
+};
+
+static bool id_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+}
+
+/* Does path match pattern?  The {id} segment, if any, is copied to id. */
+static bool path_matches(const char *pattern, const char *path, char *id)
+{
+	while (*pattern && *path) {
+		if (!strncmp(pattern, "{id}", 4)) {
+			size_t n = 0;
+
+			while (path[n] && path[n] != '/') {
+				if (!id_char(path[n]) || n == ROUTE_ID_MAX - 1)
+					return false;
+				n++;
+			}
+			if (n == 0)
+				return false;
+			memcpy(id, path, n);
+			id[n] = 0;
+			path += n;
+			pattern += 4;
+			continue;
+		}
+		if (*pattern != *path)
+			return false;
+		pattern++;
+		path++;
+	}
+	return *pattern == 0 && *path == 0;
+}
+
+int router_match(const char *method, const char *path, struct route_match *m)
+{
+	bool path_known = false;
+	char id[ROUTE_ID_MAX];
+
+	memset(m, 0, sizeof(*m));
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+		const struct route_def *r = &routes[i];
+
+		id[0] = 0;
+		if (!path_matches(r->pattern, path, id))
+			continue;
+		if (strcmp(r->method, method)) {
+			size_t used = strlen(m->allow);
+
+			if (!strstr(m->allow, r->method))
+				snprintf(m->allow + used, sizeof(m->allow) - used, "%s%s",
+					 used ? ", " : "", r->method);
+			path_known = true;
+			continue;
+		}
+		m->route = r->route;
+		m->admin = r->admin;
+		m->agent = r->agent;
+		memcpy(m->id, id, sizeof(id));
+		m->allow[0] = 0;
+		return 200;
+	}
+	return path_known ? 405 : 404;
+}

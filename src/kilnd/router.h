@@ -1,0 +1,35 @@
+/*
+ * router.h - map an HTTP method and path to one of kilnd's routes.  Pure: no I/O, so the
+ * unit tests feed it hostile paths directly.
+ */
+#ifndef KILND_ROUTER_H
+#define KILND_ROUTER_H
+
+#include <stdbool.h>
+
+enum route {
+	R_NONE,
+	R_HEALTH, R_METRICS,
+	R_AGENTS, R_AGENT_CREDIT,		/* admin */
+	R_USAGE, R_WALLET,
+	R_SANDBOXES_CREATE, R_SANDBOXES_LIST,
+	R_SANDBOX_GET, R_SANDBOX_DELETE,
+	R_SANDBOX_PAUSE, R_SANDBOX_RESUME, R_SANDBOX_TIMEOUT, R_SANDBOX_EXEC,
+	R_FILES_PUT, R_FILES_GET, R_FILES_LIST,
+};
+
+#define ROUTE_ID_MAX	64
+
+struct route_match {
+	enum route route;
+	bool admin;			/* only the admin key may call it */
+	bool agent;			/* only an agent key may call it */
+	char id[ROUTE_ID_MAX];		/* the {id} segment, if the route has one */
+	char allow[64];			/* on 405: the methods the path accepts */
+};
+
+/* 200 and m filled in, 404 for an unknown path, 405 for a known path with another method.
+ * path excludes the query string.  An {id} must be 1-63 characters of [a-z0-9-]. */
+int router_match(const char *method, const char *path, struct route_match *m);
+
+#endif

@@ -1,0 +1,257 @@
+/*
+ * sandbox.c - see sandbox.h.
+ */
+#include "sandbox.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../common/log.h"
+#include "../host/template.h"
+#include "../host/vmctl.h"
+#include "db.h"
+
+#define SCRATCH_MIB	4096	/* sparse, as `kiln up` makes it */
+
+int template_rootfs(const char *name, char *path, size_t len)
+{
+	for (int i = 0; i < cfg.ntemplates; i++)
+		if (!strcmp(cfg.templates[i].name, name)) {
+			snprintf(path, len, "%s", cfg.templates[i].path);
+			return access(path, R_OK);
+		}
+	return image_path(name, path, len);
+}
+
+/* Give the guest its sandbox id as hostname and id, and the create request's environment. */
+static int set_identity(const char *dir, const char *id, json_t *env, struct agent_error *e)
+{
+	char sock[PATH_MAX];
+	char **envv = env ? env_strv(env) : NULL;
+	int fd, ret = -1;
+
+	vm_sock_path(dir, sock, sizeof(sock));
+	fd = agent_connect(sock, PROTO_AGENT_PORT, 10000, e);
+	if (fd >= 0) {
+		ret = agent_set_identity(fd, id, id, envv, e);
+		close(fd);
+	}
+	strv_free(envv);
+	return ret;
+}
+
+/* Clone the warm snapshot if there is a usable one, else boot (as `kiln up`). */
+static int start_vm(const char *dir, const struct vm_spec *spec, struct agent_error *e)
+{
+	char snap[PATH_MAX];
+
+	if (template_find(spec, snap, sizeof(snap)) == 0) {
+		if (template_clone(dir, snap, spec, e) == 0)
+			return 0;
+		log_warn("warm snapshot %s: %s; booting instead", snap, e->message);
+		vm_down(dir);
+		*e = (struct agent_error){ 0 };
+	}
+	return vm_up(dir, spec, e);
+}
+
+int sandbox_create(const struct agent *a, const struct create_req *r, json_t **out,
+		   struct api_error *e)
+{
+	char given[PATH_MAX], img[PATH_MAX], dir[PATH_MAX], *md = NULL;
+	struct agent_error ae = { 0 };
+	struct sandbox s = { 0 };
+	struct vm_spec spec;
+	int64_t now = now_ms();
+
+	if (r->cpus > a->max_cpus)
+		return api_fail(e, 403, "quota_exceeded", "cpus",
+				"cpus: this agent may use at most %u vCPUs per sandbox", a->max_cpus);
+	if (r->memory_mib > a->max_memory_mib)
+		return api_fail(e, 403, "quota_exceeded", "memory_mib",
+				"memory_mib: this agent may use at most %u MiB per sandbox",
+				a->max_memory_mib);
+	if (template_rootfs(r->template, given, sizeof(given)) || !realpath(given, img))
+		return api_fail(e, 400, "invalid_argument", "template",
+				"template: no template named '%s'", r->template);
+	if (db_balance(a->id) <= 0)
+		return api_fail(e, 402, "payment_required", NULL,
+				"the agent's wallet is empty: credit it to create sandboxes");
+	random_id("sb-", s.id, sizeof(s.id));
+	snprintf(s.template, sizeof(s.template), "%s", r->template);
+	s.cpus = r->cpus;
+	s.memory_mib = r->memory_mib;
+	s.created_at = now;
+	s.expires_at = now + (int64_t)r->timeout_s * 1000;
+	if (r->metadata)
+		md = json_dumps(r->metadata, JSON_COMPACT | JSON_SORT_KEYS);
+	if (db_sandbox_insert(a, &s, md, e)) {
+		free(md);
+		return -1;
+	}
+	free(md);
+	spec = (struct vm_spec){ .rootfs = img, .cpus = r->cpus, .memory_mib = r->memory_mib,
+				 .scratch_mib = SCRATCH_MIB, .hostname = s.id };
+	const char *base = strrchr(given, '/');
+
+	snprintf(spec.name, sizeof(spec.name), "%s", base ? base + 1 : given);
+	sandbox_dir(s.id, dir, sizeof(dir));
+	if (start_vm(dir, &spec, &ae) || set_identity(dir, s.id, r->env, &ae)) {
+		vm_down(dir);
+		db_transition(s.id, "creating", "failed", ae.message);
+		return api_fail(e, 500, "create_failed", NULL, "the sandbox did not start: %s",
+				ae.message);
+	}
+	if (!db_transition(s.id, "creating", "running", NULL)) {
+		vm_down(dir);
+		return api_fail(e, 500, "internal", NULL, "the sandbox record changed while starting");
+	}
+	db_count_create();
+	*out = db_sandbox_json(s.id);
+	return 0;
+}
+
+static int conflict(const struct sandbox *s, const char *what, struct api_error *e)
+{
+	return api_fail(e, 409, "invalid_state", NULL, "cannot %s a sandbox that is %s", what,
+			s->state);
+}
+
+int sandbox_pause(const struct sandbox *s, const char *reason, struct api_error *e)
+{
+	struct agent_error ae = { 0 };
+	char dir[PATH_MAX];
+
+	if (!db_transition(s->id, "running", "pausing", reason))
+		return conflict(s, "pause", e);
+	sandbox_dir(s->id, dir, sizeof(dir));
+	if (vm_pause(dir, &ae)) {
+		/* kiln-vmm resumed the guest if the snapshot failed; if it is gone, say so. */
+		if (vm_pid(dir))
+			db_transition(s->id, "pausing", "running", NULL);
+		else
+			db_transition(s->id, "pausing", "lost", ae.message);
+		return api_fail(e, 500, "pause_failed", NULL, "pause: %s", ae.message);
+	}
+	db_transition(s->id, "pausing", "paused", reason);
+	return 0;
+}
+
+int sandbox_resume(const struct sandbox *s, struct api_error *e)
+{
+	struct agent_error ae = { 0 };
+	char dir[PATH_MAX];
+
+	if (db_balance(s->agent_id) <= 0)
+		return api_fail(e, 402, "payment_required", NULL,
+				"the agent's wallet is empty: credit it to resume sandboxes");
+	if (!db_transition(s->id, "paused", "resuming", NULL))
+		return conflict(s, "resume", e);
+	sandbox_dir(s->id, dir, sizeof(dir));
+	if (vm_resume(dir, &ae)) {
+		db_transition(s->id, "resuming", "paused", ae.message);
+		return api_fail(e, 500, "resume_failed", NULL, "resume: %s", ae.message);
+	}
+	db_transition(s->id, "resuming", "running", NULL);
+	return 0;
+}
+
+int sandbox_delete(const struct sandbox *s, struct api_error *e)
+{
+	char dir[PATH_MAX];
+
+	if (!db_transition(s->id, "running|paused", "deleting", NULL))
+		return conflict(s, "delete", e);
+	sandbox_dir(s->id, dir, sizeof(dir));
+	vm_down(dir);
+	db_transition(s->id, "deleting", "deleted", NULL);
+	return 0;
+}
+
+void sandbox_expire(const struct sandbox *s)
+{
+	char dir[PATH_MAX];
+
+	if (!db_transition(s->id, "running|paused", "deleting", "timeout"))
+		return;
+	log_info("sandbox %s: timeout, stopping it", s->id);
+	sandbox_dir(s->id, dir, sizeof(dir));
+	vm_down(dir);
+	db_transition(s->id, "deleting", "expired", "timeout");
+}
+
+/* The VMM of dir runs, reaping it first if it is our child and has exited. */
+static bool vmm_alive(const char *dir)
+{
+	pid_t pid = vm_pid(dir);
+
+	if (pid && waitpid(pid, NULL, WNOHANG) == pid)
+		return false;
+	return pid && vm_pid(dir) == pid;
+}
+
+bool sandbox_check_alive(const struct sandbox *s)
+{
+	char dir[PATH_MAX];
+
+	sandbox_dir(s->id, dir, sizeof(dir));
+	if (vmm_alive(dir))
+		return true;
+	if (db_transition(s->id, "running", "lost", "the VMM exited"))
+		log_warn("sandbox %s: its VMM exited; marked lost", s->id);
+	return false;
+}
+
+static bool paused_on_disk(const char *dir)
+{
+	char path[PATH_MAX + 16];
+
+	snprintf(path, sizeof(path), "%s/paused/state", dir);
+	return access(path, F_OK) == 0;
+}
+
+/* Decide what a sandbox found at startup is now. */
+static void adopt(const struct sandbox *s, void *ctx)
+{
+	char dir[PATH_MAX];
+	bool alive, paused;
+
+	(void)ctx;
+	sandbox_dir(s->id, dir, sizeof(dir));
+	alive = vmm_alive(dir);
+	paused = paused_on_disk(dir);
+	if (!strcmp(s->state, "running") && alive) {
+		/* The VM ran while kilnd was down: that time is metered now, then metering goes on. */
+		db_transition(s->id, "running", "running", NULL);
+		log_info("sandbox %s: adopted", s->id);
+	} else if (!strcmp(s->state, "paused") && !alive && paused) {
+		log_info("sandbox %s: paused, kept", s->id);
+	} else if ((!strcmp(s->state, "pausing") || !strcmp(s->state, "resuming")) && alive) {
+		db_transition(s->id, s->state, "running", "kilnd restarted during a pause or resume");
+	} else if ((!strcmp(s->state, "pausing") || !strcmp(s->state, "resuming")) && paused) {
+		db_transition(s->id, s->state, "paused", "kilnd restarted during a pause or resume");
+	} else if (!strcmp(s->state, "deleting")) {
+		vm_down(dir);
+		db_transition(s->id, "deleting", "deleted", "deleted while kilnd restarted");
+	} else {
+		char reason[128];
+
+		snprintf(reason, sizeof(reason), "kilnd restarted: the sandbox was %s and %s",
+			 s->state, alive ? "its VMM still ran (stopped)" : "its VMM was gone");
+		if (alive)
+			vm_down(dir);
+		db_transition(s->id, s->state, "lost", reason);
+		log_warn("sandbox %s: %s", s->id, reason);
+	}
+}
+
+void sandbox_adopt_all(void)
+{
+	db_each_sandbox("creating|running|pausing|paused|resuming|deleting", adopt, NULL);
+}

@@ -1,0 +1,32 @@
+/*
+ * sandbox.h - a sandbox's life: start its VM (clone of the warm snapshot or a boot, exactly
+ * as `kiln up` does), pause, resume, stop, and adopt the VMs of a previous kilnd.  The API,
+ * the meter and startup all go through these, so each state change is recorded the same way.
+ */
+#ifndef KILND_SANDBOX_H
+#define KILND_SANDBOX_H
+
+#include "json.h"
+#include "kilnd.h"
+
+/* Create a sandbox for agent a; its JSON record in *out.  0, or -1 with e set. */
+int sandbox_create(const struct agent *a, const struct create_req *r, json_t **out,
+		   struct api_error *e);
+
+int sandbox_pause(const struct sandbox *s, const char *reason, struct api_error *e);
+int sandbox_resume(const struct sandbox *s, struct api_error *e);
+int sandbox_delete(const struct sandbox *s, struct api_error *e);
+
+/* Stop a sandbox whose timeout ran out: its VM goes, its record stays as expired. */
+void sandbox_expire(const struct sandbox *s);
+
+/* At startup: adopt sandboxes whose VMM still runs, mark the rest lost with the reason. */
+void sandbox_adopt_all(void);
+
+/* A running sandbox whose VMM is gone becomes lost; returns true if it was. */
+bool sandbox_check_alive(const struct sandbox *s);
+
+/* Root image of a template name: a --template registration, else build/images/NAME.ext4. */
+int template_rootfs(const char *name, char *path, size_t len);
+
+#endif

@@ -1,0 +1,97 @@
+/*
+ * test_kilnd_router.c - kilnd's router: every route by method and path, {id} extracted,
+ * unknown paths 404, known paths with another method 405 and the allowed methods, and hostile
+ * ids (too long, slashes, dots, upper case, empty) never matched.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "../../src/kilnd/router.h"
+
+static void test_routes(void **state)
+{
+	static const struct { const char *method, *path; enum route route; const char *id; } ok[] = {
+		{ "GET", "/v1/health", R_HEALTH, "" },
+		{ "GET", "/metrics", R_METRICS, "" },
+		{ "POST", "/v1/agents", R_AGENTS, "" },
+		{ "POST", "/v1/agents/ag-12/credit", R_AGENT_CREDIT, "ag-12" },
+		{ "GET", "/v1/usage", R_USAGE, "" },
+		{ "GET", "/v1/wallet", R_WALLET, "" },
+		{ "POST", "/v1/sandboxes", R_SANDBOXES_CREATE, "" },
+		{ "GET", "/v1/sandboxes", R_SANDBOXES_LIST, "" },
+		{ "GET", "/v1/sandboxes/sb-1", R_SANDBOX_GET, "sb-1" },
+		{ "DELETE", "/v1/sandboxes/sb-1", R_SANDBOX_DELETE, "sb-1" },
+		{ "POST", "/v1/sandboxes/sb-1/pause", R_SANDBOX_PAUSE, "sb-1" },
+		{ "POST", "/v1/sandboxes/sb-1/resume", R_SANDBOX_RESUME, "sb-1" },
+		{ "POST", "/v1/sandboxes/sb-1/timeout", R_SANDBOX_TIMEOUT, "sb-1" },
+		{ "POST", "/v1/sandboxes/sb-1/exec", R_SANDBOX_EXEC, "sb-1" },
+		{ "PUT", "/v1/sandboxes/x/files", R_FILES_PUT, "x" },
+		{ "GET", "/v1/sandboxes/x/files", R_FILES_GET, "x" },
+		{ "GET", "/v1/sandboxes/x/files/list", R_FILES_LIST, "x" },
+	};
+	struct route_match m;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		assert_int_equal(router_match(ok[i].method, ok[i].path, &m), 200);
+		assert_int_equal(m.route, ok[i].route);
+		assert_string_equal(m.id, ok[i].id);
+	}
+	assert_int_equal(router_match("POST", "/v1/agents", &m), 200);
+	assert_true(m.admin);
+	assert_false(m.agent);
+	assert_int_equal(router_match("GET", "/v1/sandboxes", &m), 200);
+	assert_true(m.agent);
+	assert_false(m.admin);
+}
+
+static void test_wrong_method_is_405(void **state)
+{
+	struct route_match m;
+
+	(void)state;
+	assert_int_equal(router_match("PATCH", "/v1/sandboxes", &m), 405);
+	assert_string_equal(m.allow, "POST, GET");
+	assert_int_equal(router_match("POST", "/v1/sandboxes/sb-1", &m), 405);
+	assert_string_equal(m.allow, "GET, DELETE");
+	assert_int_equal(router_match("GET", "/v1/sandboxes/sb-1/exec", &m), 405);
+	assert_string_equal(m.allow, "POST");
+	assert_int_equal(router_match("DELETE", "/v1/health", &m), 405);
+}
+
+static void test_unknown_and_hostile_paths_are_404(void **state)
+{
+	static const char *const bad[] = {
+		"", "/", "/v1", "/v1/", "/v1/sandboxes/", "/v1/sandboxes//exec",
+		"/v1/sandboxes/../agents", "/v1/sandboxes/SB-1", "/v1/sandboxes/a.b",
+		"/v1/sandboxes/sb-1/", "/v1/sandboxes/sb-1/exec/", "/v1/sandboxes/sb-1/nope",
+		"/v1/sandboxes/sb 1", "/v1/sandboxes/sb%2f1", "/v1/healthz", "/v1/health/",
+		"//v1/health", "/V1/health", "/v1/sandboxes/sb-1/files/list/x",
+	};
+	char longid[200] = "/v1/sandboxes/";
+	struct route_match m;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(router_match("GET", bad[i], &m), 404);
+	memset(longid + strlen(longid), 'a', 64);	/* one more than an id may have */
+	assert_int_equal(router_match("GET", longid, &m), 404);
+	longid[strlen(longid) - 1] = 0;
+	assert_int_equal(router_match("GET", longid, &m), 200);
+	assert_int_equal(strlen(m.id), 63);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_routes),
+		cmocka_unit_test(test_wrong_method_is_405),
+		cmocka_unit_test(test_unknown_and_hostile_paths_are_404),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
