@@ -617,7 +617,7 @@ int op_exec(int conn, const struct request *req)
 		if (s.cgroup[0])
 			rmdir(s.cgroup);
 		free_strv(sr.argv);
-		free(sr.envp);
+		free_strv(sr.envp);
 		return r;
 	}
 	s.pid = res.pid;
@@ -634,7 +634,7 @@ int op_exec(int conn, const struct request *req)
 	snprintf(s.sock_path, sizeof(s.sock_path), AGENT_RUN_DIR "/%d.sock", s.pid);
 	describe(&s, sr.argv);
 	free_strv(sr.argv);
-	free(sr.envp);
+	free_strv(sr.envp);
 	write_info(&s);
 	if (send_started(&s))
 		detach(&s);

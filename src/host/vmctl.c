@@ -159,6 +159,10 @@ static pid_t spawn_vmm(const char *dir, char **argv)
 		dup2(null, 0);
 		dup2(null, 1);
 		dup2(err >= 0 ? err : null, 2);
+		if (null > 2)
+			close(null);
+		if (err > 2)
+			close(err);
 		execv(vmm, argv);
 		_exit(127);
 	}
