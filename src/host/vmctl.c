@@ -24,6 +24,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -32,7 +33,8 @@
 #define AGENT_BOOT_TIMEOUT_MS	(300 * 1000)	/* generous: the nested test host is slow */
 #define CONTROL_TIMEOUT_MS	(300 * 1000)	/* a snapshot writes all of guest RAM */
 #define VMM_EXIT_TIMEOUT_MS	(10 * 1000)
-#define SCRATCH_DISK		"1"		/* disk 0 is the root image */
+#define SCRATCH_DISK		"1"
+#define FIRST_REQUEST_TIMEOUT_S	20		/* per attempt; the nested test host is slow */		/* disk 0 is the root image */
 
 static void self_dir(char *buf, size_t len)
 {
@@ -335,7 +337,7 @@ static int wait_agent(const char *dir, pid_t pid, const struct first_request *r,
 	int status;
 
 	vm_sock_path(dir, sock, sizeof(sock));
-	for (int waited = 0; waited < AGENT_BOOT_TIMEOUT_MS; waited += 20) {
+	for (int waited = 0; waited < AGENT_BOOT_TIMEOUT_MS; waited += 100) {
 		int fd, ok;
 
 		if (waitpid(pid, &status, WNOHANG) == pid) {
@@ -344,12 +346,17 @@ static int wait_agent(const char *dir, pid_t pid, const struct first_request *r,
 			return -1;
 		}
 		if (access(sock, F_OK) == 0 && (fd = agent_connect(sock, PROTO_AGENT_PORT, 200, e)) >= 0) {
+			/* A guest still starting may take a connection and never answer it: give
+			 * up on this one after a while and try a new one. */
+			struct timeval tv = { .tv_sec = FIRST_REQUEST_TIMEOUT_S };
+
+			setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 			ok = r->identity ? identity_request(fd, r, e) : info_request(fd);
 			close(fd);
 			if (ok == 0)
 				return 0;
 		}
-		usleep(20000);
+		usleep(100000);
 	}
 	snprintf(e->message, sizeof(e->message), "guest agent did not come up");
 	return -1;
