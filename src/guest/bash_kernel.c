@@ -103,35 +103,57 @@ static int bash_start(struct bash *b)
 	return proto_write_all(b->in, PRELUDE, sizeof(PRELUDE) - 1);
 }
 
-/* Relay what is in one output pipe to the host (conn < 0: nobody listens; dropped). */
-static void pump(int fd, int *conn, uint8_t type)
+/* Relay what is in one output pipe to the host (conn < 0: nobody listens; dropped).  At EOF
+ * (the cell closed its stdout, e.g. `exec >log`) the pipe is closed and *fdp set to -1, which
+ * poll skips: otherwise its endless POLLHUP would spin us.  Reads are bounded per call so a
+ * fast writer cannot keep us from the rest of the loop. */
+static void pump(int *fdp, int *conn, uint8_t type)
 {
 	static char buf[CHUNK];
 	ssize_t n;
 
-	while ((n = read(fd, buf, sizeof(buf))) > 0) {
+	for (int i = 0; *fdp >= 0 && i < 16; i++) {
 		struct frame f;
 
+		n = read(*fdp, buf, sizeof(buf));
+		if (n == 0) {
+			close(*fdp);
+			*fdp = -1;
+		}
+		if (n <= 0)
+			return;
 		if (*conn < 0)
 			continue;
 		if (frame_init(&f, type) || frame_put(&f, TAG_DATA, buf, n) ||
-		    proto_write_frame(*conn, &f)) {
-			close(*conn);
-			*conn = -1;	/* the host went away: the cell runs on, unheard */
-		}
+		    proto_write_frame(*conn, &f))
+			*conn = -1;	/* the host went away: the cell runs on, unheard (serve
+					 * closes the connection) */
 		frame_free(&f);
 	}
 }
 
-/* Append what the control pipe holds to line; true once it holds a whole line. */
-static bool read_status(int fd, char *line, size_t cap, size_t *len)
+/*
+ * Append what the control pipe holds to line.  1 once it holds a whole line, 0 not yet, -1 at
+ * EOF (bash is gone).  Only bash writes there (cells run with fd 63 closed); a line too long to
+ * be ours is dropped rather than left to fill the buffer.
+ */
+static int read_status(int fd, char *line, size_t cap, size_t *len)
 {
 	ssize_t n;
 
-	while (*len + 1 < cap && (n = read(fd, line + *len, cap - 1 - *len)) > 0)
+	for (;;) {
+		if (strchr(line, '\n'))
+			return 1;
+		if (*len + 1 >= cap)
+			*len = 0;
+		n = read(fd, line + *len, cap - 1 - *len);
+		if (n == 0)
+			return -1;
+		if (n < 0)
+			return 0;
 		*len += n;
-	line[*len] = 0;
-	return strchr(line, '\n') != NULL;
+		line[*len] = 0;
+	}
 }
 
 /* Wait until bash has printed a status line (or died).  Output is relayed meanwhile.
@@ -140,24 +162,22 @@ static int wait_status(struct bash *b, int *conn, char *line, size_t cap)
 {
 	size_t len = 0;
 
+	line[0] = 0;
 	for (;;) {
 		struct pollfd p[4] = { { b->out, POLLIN, 0 }, { b->err, POLLIN, 0 },
 				       { b->control, POLLIN, 0 }, { b->pidfd, POLLIN, 0 } };
+		int st;
 
 		if (poll(p, 4, -1) < 0 && errno != EINTR)
 			return -1;
-		pump(b->out, conn, MSG_STDOUT);
-		pump(b->err, conn, MSG_STDERR);
-		if (read_status(b->control, line, cap, &len)) {
+		pump(&b->out, conn, MSG_STDOUT);
+		pump(&b->err, conn, MSG_STDERR);
+		st = read_status(b->control, line, cap, &len);
+		if (st != 0 || p[3].revents) {
 			/* Everything the cell wrote before its status goes out first. */
-			pump(b->out, conn, MSG_STDOUT);
-			pump(b->err, conn, MSG_STDERR);
-			return 0;
-		}
-		if (p[3].revents) {
-			pump(b->out, conn, MSG_STDOUT);
-			pump(b->err, conn, MSG_STDERR);
-			return -1;
+			pump(&b->out, conn, MSG_STDOUT);
+			pump(&b->err, conn, MSG_STDERR);
+			return st == 1 ? 0 : -1;
 		}
 	}
 }
@@ -175,11 +195,12 @@ static int send_cell(struct bash *b, const char *code, uint32_t len)
 		for (unsigned i = 0; i < sizeof(rnd); i++)
 			snprintf(delim + 10 + 2 * i, 3, "%02x", rnd[i]);
 	} while (memmem(code, len, delim, strlen(delim)));
-	snprintf(head, sizeof(head), "IFS= read -r -d '' __kiln_code <<'%s'\n", delim);
+	/* read -d '' returns 1 at the end of the text: `|| :` so `set -e` from a cell survives it. */
+	snprintf(head, sizeof(head), "IFS= read -r -d '' __kiln_code <<'%s' || :\n", delim);
 	snprintf(tail, sizeof(tail), "\n%s\ntrap '__kiln_intr=1; return 130 2>/dev/null' INT; "
-		 "__kiln_intr=0; __kiln_cell </dev/null; "
+		 "__kiln_intr=0; __kiln_cell </dev/null %d>&-; "
 		 "printf '%%d %%d\\n' \"$?\" \"$__kiln_intr\" >&%d; trap : INT\n", delim,
-		 CONTROL_FD);
+		 CONTROL_FD, CONTROL_FD);
 	if (proto_write_all(b->in, head, strlen(head)) || proto_write_all(b->in, code, len) ||
 	    proto_write_all(b->in, tail, strlen(tail)))
 		return -1;
@@ -262,8 +283,8 @@ static void serve(struct bash *b)
 		if (poll(p, 4, -1) < 0 && errno != EINTR)
 			break;
 		/* Background jobs may print between cells; nobody is listening. */
-		pump(b->out, &none, MSG_STDOUT);
-		pump(b->err, &none, MSG_STDERR);
+		pump(&b->out, &none, MSG_STDOUT);
+		pump(&b->err, &none, MSG_STDERR);
 		if (p[3].revents)
 			break;
 		if (!(p[0].revents & POLLIN))

@@ -84,6 +84,32 @@ def test_bash_cell_text_cannot_escape_its_cell(agent, sh):
     assert run(agent, sh, "echo still-here").stdout == b"still-here\n"
 
 
+def test_bash_set_e_closed_outputs_and_fake_status_lines(agent, made):
+    cid = create(agent, made, "bash")
+    # `set -e` stays on for later cells, as in a shell; the context must survive it.
+    assert run(agent, cid, "set -e; echo one").stdout == b"one\n"
+    assert run(agent, cid, "echo two; set +e").stdout == b"two\n"
+    # A cell cannot write to the kernel's status pipe (fd 63 is closed in cells).
+    c = run(agent, cid, "printf '0 0\\n' >&63; printf '%070d' 0 >&63; echo after")
+    assert c.stdout == b"after\n" and b"Bad file descriptor" in c.stderr, (c.stdout, c.stderr)
+    assert run(agent, cid, "echo three").stdout == b"three\n"
+    # A cell that closes its stdout: the context goes on (and does not spin).
+    run(agent, cid, "exec >/dev/null")
+    c = run(agent, cid, "echo gone; echo err >&2")
+    assert (c.stdout, c.stderr) == (b"", b"err\n")
+    cpu = sum(int(x) for x in open(f"/proc/{kernel_pid(agent, cid)}/stat").read()
+              .rsplit(")", 1)[1].split()[11:13])
+    time.sleep(1)
+    cpu2 = sum(int(x) for x in open(f"/proc/{kernel_pid(agent, cid)}/stat").read()
+               .rsplit(")", 1)[1].split()[11:13])
+    assert cpu2 - cpu < 20, "the bash kernel spins after the cell closed its stdout"
+
+
+def kernel_pid(agent, cid):
+    from test_contexts import pid_of
+    return pid_of(agent, cid)
+
+
 def test_bash_interrupt_ends_the_whole_cell_and_keeps_state(agent, sh):
     run(agent, sh, "before=kept")
     s = start_run(agent, sh, "sleep 30; echo after")
@@ -166,6 +192,22 @@ def test_node_exception_gives_name_value_traceback_and_state_stays(agent, js):
     assert thrown.status == CELL_ERROR and thrown.exception[:2] == ("number", "5")
     syntax = run(agent, js, "let = = 1")
     assert syntax.exception[0] == "SyntaxError"
+
+
+def test_node_hostile_thrown_values_and_huge_errors(agent, js):
+    # Values whose name, message or String() throw still give an exception, and the
+    # context serves the next cell.
+    for code in ["throw Object.create(null)",
+                 "const e1 = new Error('x'); e1.message = 5; throw e1",
+                 "throw new Proxy({}, {getPrototypeOf() { throw 1 }, get() { throw 2 }})",
+                 "const e2 = new Error('y'); Object.defineProperty(e2, 'stack', "
+                 "{get() { throw 3 }}); throw e2",
+                 "throw new Error('a\\n'.repeat(600000))"]:
+        c = run(agent, js, code)
+        assert c.status == CELL_ERROR and c.error is None, (code, c.error)
+    big = run(agent, js, "const e3 = new Error('m'); e3.name = 'N'.repeat(2000000); throw e3")
+    assert big.status == CELL_ERROR and len(big.exception[0]) <= 255
+    assert run(agent, js, "'alive'").text() == ["'alive'"]
 
 
 def test_node_interrupt_breaks_a_busy_loop_and_keeps_state(agent, js):

@@ -121,7 +121,7 @@ def test_restart_and_delete(vm, ctx):
 
 
 def test_bash_context_in_the_guest_and_a_missing_interpreter_named(vm):
-    r = code(vm, "contexts", "create", "--language", "bash")
+    r = code(vm, "--language", "bash", "contexts", "create")
     assert r.returncode == 0, r.stderr
     sh = r.stdout.decode().strip()
     assert code(vm, "--context", sh, "x=5; cd /tmp").returncode == 0
@@ -131,7 +131,7 @@ def test_bash_context_in_the_guest_and_a_missing_interpreter_named(vm):
     assert r.returncode == 1 and b"No such file" in r.stderr
     assert code(vm, "contexts", "rm", sh).returncode == 0
     # The python image has no Node.js: the error says so rather than failing obscurely.
-    r = code(vm, "contexts", "create", "--language", "node")
+    r = code(vm, "--language", "node", "contexts", "create")
     assert r.returncode != 0 and b"node is not installed in this image" in r.stderr
 
 

@@ -154,17 +154,29 @@
 		return out;
 	}
 
+	// A string from fn, or fallback: user values can throw from getters, proxies, toString.
+	function str(fn, fallback) {
+		try {
+			const v = fn();
+			return typeof v === 'string' ? v : fallback;
+		} catch (e) {
+			return fallback;
+		}
+	}
+
 	function sendException(e) {
-		const isError = e instanceof Error;
-		const name = isError ? e.name : typeof e;
-		const value = isError ? e.message : String(e);
-		const stack = isError && typeof e.stack === 'string' ? e.stack : `${name}: ${value}`;
+		const isError = str(() => (e instanceof Error ? 'y' : ''), '') === 'y';
+		const name = (isError ? str(() => e.name, 'Error') : typeof e) || 'Error';
+		const value = isError ? str(() => e.message, '') :
+			str(() => String(e), str(() => Object.prototype.toString.call(e), '?'));
+		const stack = isError ? str(() => e.stack, `${name}: ${value}`) : `${name}: ${value}`;
 		// Our own frames and node's are not the user's.
 		const lines = stack.split('\n').filter((l) => !l.includes(KERNEL_FILE) &&
 							  !l.includes('node:internal'));
-		const fields = [[TAG_ENAME, Buffer.from(name || 'Error', 'utf8')],
-				[TAG_EVALUE, Buffer.from(value, 'utf8').subarray(0, 65536)]];
-		let size = 0;
+		const ename = Buffer.from(name, 'utf8').subarray(0, 255);
+		const evalue = Buffer.from(value, 'utf8').subarray(0, 65536);
+		const fields = [[TAG_ENAME, ename], [TAG_EVALUE, evalue]];
+		let size = ename.length + evalue.length + 12;
 		for (const line of lines) {
 			const data = Buffer.from(line, 'utf8').subarray(0, 65536);
 			size += data.length + 6;
@@ -192,8 +204,8 @@
 	}
 
 	function interrupted(e) {
-		return e instanceof Interrupted ||
-		       (e instanceof Error && e.code === 'ERR_SCRIPT_EXECUTION_INTERRUPTED');
+		return str(() => (e instanceof Interrupted ? 'y' : e.code), '') === 'y' ||
+		       str(() => e.code, '') === 'ERR_SCRIPT_EXECUTION_INTERRUPTED';
 	}
 
 	async function runCell(code) {
@@ -202,8 +214,9 @@
 		try {
 			const script = new vm.Script(code, { filename: `<cell ${count}>` });
 			value = script.runInThisContext({ breakOnSigint: true, displayErrors: false });
-			if (value !== null && typeof value === 'object' && typeof value.then === 'function')
-				value = await awaitInterruptibly(value);
+			if (value !== null && (typeof value === 'object' || typeof value === 'function') &&
+			    typeof value.then === 'function')
+				value = await awaitInterruptibly(Promise.resolve(value));
 		} catch (e) {
 			if (interrupted(e)) {
 				sendException(new Interrupted());
@@ -214,7 +227,13 @@
 		}
 		if (value !== undefined) {
 			globalThis._ = value;
-			bundle(value).forEach(([mime, data]) => {
+			let results = [];
+			try {
+				results = bundle(value);
+			} catch (e) {	// a Proxy can throw from anything
+				process.stderr.write('kiln: cannot represent the result\n');
+			}
+			results.forEach(([mime, data]) => {
 				send(MSG_RESULT, [[TAG_MIME, Buffer.from(mime)], [TAG_DATA, data],
 						  [TAG_INDEX, u32(0)]]);
 			});
@@ -230,6 +249,10 @@
 			c.destroy();
 			return;
 		}
+		// Blocking writes: a cell printing in a loop waits for the host rather than queueing
+		// its output in memory without bound.
+		if (c._handle && typeof c._handle.setBlocking === 'function')
+			c._handle.setBlocking(true);
 		conn = c;
 		// The agent times the cell from here: runs queued behind another cell wait untimed.
 		send(MSG_STARTED, []);
@@ -246,9 +269,19 @@
 		if (busy)
 			return;
 		busy = true;
-		while (pending.length)
-			await handle(pending.shift());
-		busy = false;
+		try {
+			while (pending.length) {
+				const c = pending.shift();
+				try {
+					await handle(c);
+				} catch (e) {	// never leave the queue stuck behind one cell
+					conn = null;
+					c.destroy();
+				}
+			}
+		} finally {
+			busy = false;
+		}
 	}
 
 	process.on('SIGINT', () => {
