@@ -360,6 +360,12 @@ def test_broken_snapshots_are_refused(snap, tmp_path):
             (d / f).rename(outside)
             (d / f).symlink_to(outside)
 
+    def memory_writable_by_others(d):
+        (d / "memory").unlink()     # a hard link: the copy, not the shared file, is changed
+        subprocess.run(["cp", "--sparse=always", str(snap.dir / "memory"), str(d / "memory")],
+                       check=True)
+        os.chmod(d / "memory", 0o646)
+
     def memory_fifo(d):
         (d / "memory").unlink()
         os.mkfifo(d / "memory")
@@ -369,6 +375,7 @@ def test_broken_snapshots_are_refused(snap, tmp_path):
     cases = {
         "writable disk a symlink": (disks_as_symlinks, [], "regular file"),
         "memory a fifo": (memory_fifo, [], "memory"),
+        "memory writable by others": (memory_writable_by_others, [], "writable by others"),
         "truncated": (lambda d: write_state(d, state[:len(state) // 2]), [], "truncated"),
         "corrupted": (flip, [], "checksum"),
         "wrong version": (lambda d: write_state(d, state[:8] + b"\x63\0\0\0" + state[12:]), [],

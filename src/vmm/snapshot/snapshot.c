@@ -426,6 +426,12 @@ int snapshot_open_memory(const char *dir, const struct snap_vm *s, char *err, si
 			 (unsigned long long)st.st_size, (unsigned long long)want);
 		goto fail;
 	}
+	/* Guest RAM reads through to this file for as long as the clone runs: someone else able
+	 * to write it could change a running guest's memory. */
+	if (st.st_uid != geteuid() || (st.st_mode & 022)) {
+		snprintf(err, errlen, "%s: writable by others than its owner, or not ours", path);
+		goto fail;
+	}
 	return fd;
 fail:
 	if (fd >= 0)
