@@ -36,6 +36,8 @@ KILND_SRC  := $(wildcard src/kilnd/*.c)
 # kilnd's pure parts (no sockets, no VMs), linked into its unit tests.
 KILND_LIB  := src/kilnd/router.c src/kilnd/json.c src/kilnd/ledger.c
 KILND_LIBS := -lmicrohttpd -ljansson -lsqlite3 -lcrypto
+# Egress policy and DNS wire format, shared by kiln-dns and its unit tests (test_egress_*).
+NET_LIB    := src/net/dns_msg.c src/net/egress_policy.c
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 TEST_GUEST_BINS := $(patsubst tests/guest/%.c,$(B)/tests/guest/%,$(wildcard tests/guest/*.c))
 UNIT_BINS  := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
@@ -45,10 +47,10 @@ obj      = $(1:%.c=$(B)/obj/%.o)
 asan_obj = $(1:%.c=$(B)/asan/obj/%.o)
 
 .SECONDARY:
-.PHONY: all programs kernel unit test-guest-bins test test-unit test-agent test-vm demo bench clean
+.PHONY: all programs kernel unit test-guest-bins test test-unit test-agent test-host test-vm demo bench clean
 all: programs kernel
 programs: $(B)/kiln $(B)/kilnd $(B)/kiln-vmm $(B)/kiln-init $(B)/kiln-initrd.cpio $(B)/bench/boot-init \
-	  $(B)/bench/exec-client
+	  $(B)/bench/exec-client $(B)/kiln-dns
 
 $(B)/obj/%.o: %.c
 	@mkdir -p $(@D)
@@ -77,6 +79,18 @@ $(B)/tests/test_kilnd_%: $(call obj,tests/unit/test_kilnd_%.c $(KILND_LIB))
 $(B)/asan/tests/test_kilnd_%: $(call asan_obj,tests/unit/test_kilnd_%.c $(KILND_LIB))
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $(SANITIZE) $^ -lcmocka -ljansson -o $@
+
+$(B)/tests/test_egress_%: $(call obj,tests/unit/test_egress_%.c $(NET_LIB))
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) $^ -lcmocka -o $@
+
+$(B)/asan/tests/test_egress_%: $(call asan_obj,tests/unit/test_egress_%.c $(NET_LIB))
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) $(SANITIZE) $^ -lcmocka -o $@
+
+# The DNS policy resolver of sandboxes with a network (docs/network.md).
+$(B)/kiln-dns: $(call obj,$(NET_LIB) src/net/kiln_dns.c)
+	$(CC) $(LDFLAGS) $^ -o $@
 
 $(B)/kiln: $(call obj,$(CLI_SRC) $(HOST_SRC) $(CLIENT_SRC) $(PROTO_SRC) src/common/sparse_file.c)
 	$(CC) $(LDFLAGS) $^ -ljansson -o $@
@@ -143,7 +157,11 @@ test-agent: programs $(B)/asan/kiln-init
 test-vm: programs kernel test-guest-bins images
 	tests/vmhost/maybe-run -- /usr/bin/python3 -m pytest -q $(VM_RERUN) tests/integration
 
-test: test-unit test-agent test-vm
+# Host-side network pieces, no VM: kiln-dns on loopback and in a network namespace.
+test-host: $(B)/kiln-dns
+	/usr/bin/python3 -m pytest -q tests/host
+
+test: test-unit test-agent test-host test-vm
 
 demo: programs kernel image-python
 	tests/vmhost/maybe-run -- scripts/demo
