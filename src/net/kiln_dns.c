@@ -19,11 +19,9 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <netdb.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -35,6 +33,7 @@
 
 #include "dns_msg.h"
 #include "egress_policy.h"
+#include "listen_in_netns.h"
 
 #define MAX_INFLIGHT	32
 
@@ -179,10 +178,11 @@ static void *lookup_thread(void *arg)
 		n = resolve(s, l->q.name, l->q.qtype, addrs, &filtered);
 	else
 		filtered = 0;
-	reply(s, out, dns_build_answer(&l->q, DNS_NOERROR, addrs, n, s->ttl, out), &l->peer,
-	      l->peerlen);
+	/* Logged before the answer leaves: the log never lags what the guest has seen. */
 	log_query(s, l->q.name, l->q.qtype, filtered && !n ? "allow-filtered" : "allow", addrs,
 		  n);
+	reply(s, out, dns_build_answer(&l->q, DNS_NOERROR, addrs, n, s->ttl, out), &l->peer,
+	      l->peerlen);
 	atomic_fetch_sub(&s->inflight, 1);
 	free(l);
 	return NULL;
@@ -198,8 +198,8 @@ static void serve_allowed(struct server *s, const struct dns_question *q, const 
 
 	if (atomic_fetch_add(&s->inflight, 1) >= MAX_INFLIGHT || !(l = calloc(1, sizeof(*l)))) {
 		atomic_fetch_sub(&s->inflight, 1);
-		reply(s, out, dns_build_answer(q, DNS_SERVFAIL, NULL, 0, 0, out), peer, peerlen);
 		log_query(s, q->name, q->qtype, "busy", NULL, 0);
+		reply(s, out, dns_build_answer(q, DNS_SERVFAIL, NULL, 0, 0, out), peer, peerlen);
 		return;
 	}
 	l->srv = s;
@@ -228,14 +228,14 @@ static void handle(struct server *s, const uint8_t *msg, size_t len,
 	int rcode;
 
 	if (dns_parse_query(msg, len, &q, &rcode)) {
+		log_query(s, NULL, 0, "malformed", NULL, 0);
 		if (rcode >= 0 && len >= 4)
 			reply(s, out, dns_build_error(q.id, q.flags, rcode, out), peer, peerlen);
-		log_query(s, NULL, 0, "malformed", NULL, 0);
 		return;
 	}
 	if (!rate_ok(s)) {
-		reply(s, out, dns_build_answer(&q, DNS_REFUSED, NULL, 0, 0, out), peer, peerlen);
 		log_query(s, q.name, q.qtype, "rate-limited", NULL, 0);
+		reply(s, out, dns_build_answer(&q, DNS_REFUSED, NULL, 0, 0, out), peer, peerlen);
 		return;
 	}
 	pthread_rwlock_rdlock(&s->policy_lock);
@@ -248,13 +248,13 @@ static void handle(struct server *s, const uint8_t *msg, size_t len,
 		return;
 	}
 	if (v == EGRESS_REWRITE) {
+		log_query(s, q.name, q.qtype, "rewrite", &rwaddr, 1);
 		reply(s, out, dns_build_answer(&q, DNS_NOERROR, &rwaddr, 1, s->ttl, out), peer,
 		      peerlen);
-		log_query(s, q.name, q.qtype, "rewrite", &rwaddr, 1);
 		return;
 	}
-	reply(s, out, dns_build_answer(&q, DNS_NXDOMAIN, NULL, 0, 0, out), peer, peerlen);
 	log_query(s, q.name, q.qtype, "deny", NULL, 0);
+	reply(s, out, dns_build_answer(&q, DNS_NXDOMAIN, NULL, 0, 0, out), peer, peerlen);
 }
 
 static void reload_policy(struct server *s)
@@ -274,50 +274,6 @@ static void reload_policy(struct server *s)
 	free(old);
 }
 
-/* A UDP socket bound to addr, inside the network namespace netns if given. */
-static int open_socket(const char *listen, const char *netns)
-{
-	char host[64], *colon, path[256];
-	struct sockaddr_in sa = { .sin_family = AF_INET };
-	int self = -1, target = -1, fd = -1;
-	long port;
-
-	if (strlen(listen) >= sizeof(host))
-		return -1;
-	snprintf(host, sizeof(host), "%s", listen);
-	colon = strrchr(host, ':');
-	if (!colon)
-		return -1;
-	*colon = 0;
-	port = strtol(colon + 1, NULL, 10);
-	if (port <= 0 || port > 65535 || inet_pton(AF_INET, host, &sa.sin_addr) != 1)
-		return -1;
-	sa.sin_port = htons(port);
-	if (netns) {
-		snprintf(path, sizeof(path), "/run/netns/%s", netns);
-		self = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
-		target = open(path, O_RDONLY | O_CLOEXEC);
-		if (self < 0 || target < 0 || setns(target, CLONE_NEWNET) < 0)
-			goto out;
-	}
-	/* A socket stays in the namespace it was made in: the rest of us stays on the host. */
-	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		close(fd);
-		fd = -1;
-	}
-	if (netns && setns(self, CLONE_NEWNET) < 0) {
-		fprintf(stderr, "kiln-dns: cannot return to the host's namespace\n");
-		exit(1);
-	}
-out:
-	if (self >= 0)
-		close(self);
-	if (target >= 0)
-		close(target);
-	return fd;
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -329,6 +285,7 @@ int main(int argc, char **argv)
 	struct server s = { .rate = 100, .ttl = 30 };
 	const char *listen = NULL, *netns = NULL, *log = NULL;
 	struct sigaction sa = { .sa_handler = on_hup };
+	char err[512];
 	int c;
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -354,10 +311,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "kiln-dns: %s: %s\n", log, strerror(errno));
 		return 2;
 	}
-	s.fd = open_socket(listen, netns);
+	s.fd = listen_in_netns(SOCK_DGRAM, listen, netns, err, sizeof(err));
 	if (s.fd < 0) {
-		fprintf(stderr, "kiln-dns: cannot listen on %s%s%s: %s\n", listen,
-			netns ? " in " : "", netns ? netns : "", strerror(errno));
+		fprintf(stderr, "kiln-dns: cannot listen: %s\n", err);
 		return 1;
 	}
 	s.tokens = 2 * s.rate;
