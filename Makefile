@@ -50,7 +50,7 @@ asan_obj = $(1:%.c=$(B)/asan/obj/%.o)
 .PHONY: all programs kernel unit test-guest-bins test test-unit test-agent test-host test-vm demo bench clean
 all: programs kernel
 programs: $(B)/kiln $(B)/kilnd $(B)/kiln-vmm $(B)/kiln-init $(B)/kiln-initrd.cpio $(B)/bench/boot-init \
-	  $(B)/bench/exec-client $(B)/kiln-dns
+	  $(B)/bench/exec-client $(B)/kiln-dns $(B)/kiln-proxy
 
 $(B)/obj/%.o: %.c
 	@mkdir -p $(@D)
@@ -90,6 +90,10 @@ $(B)/asan/tests/test_egress_%: $(call asan_obj,tests/unit/test_egress_%.c $(NET_
 
 # The DNS policy resolver of sandboxes with a network (docs/network.md).
 $(B)/kiln-dns: $(call obj,$(NET_LIB) src/net/kiln_dns.c)
+	$(CC) $(LDFLAGS) $^ -o $@
+
+# The transparent egress proxy of sandboxes with a network (docs/egress.md).
+$(B)/kiln-proxy: $(call obj,$(NET_LIB) src/net/kiln_proxy.c)
 	$(CC) $(LDFLAGS) $^ -o $@
 
 $(B)/kiln: $(call obj,$(CLI_SRC) $(HOST_SRC) $(CLIENT_SRC) $(PROTO_SRC) src/common/sparse_file.c)
@@ -158,7 +162,7 @@ test-vm: programs kernel test-guest-bins images
 	tests/vmhost/maybe-run -- /usr/bin/python3 -m pytest -q $(VM_RERUN) tests/integration
 
 # Host-side network pieces, no VM: kiln-dns on loopback and in a network namespace.
-test-host: $(B)/kiln-dns
+test-host: $(B)/kiln-dns $(B)/kiln-proxy
 	/usr/bin/python3 -m pytest -q tests/host
 
 test: test-unit test-agent test-host test-vm

@@ -308,3 +308,9 @@ bool egress_addr_allowed(const struct egress_policy *p, const struct dns_addr *a
 		return true;
 	return !special(a);
 }
+
+bool egress_addr_listed(const struct egress_policy *p, const struct dns_addr *a)
+{
+	return !any_cidr(p->deny_cidr, p->ndeny_cidr, a) &&
+	       any_cidr(p->allow_cidr, p->nallow_cidr, a);
+}

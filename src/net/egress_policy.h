@@ -67,6 +67,10 @@ enum egress_verdict egress_name_verdict(const struct egress_policy *p, const cha
 /* Whether a may be reached / appear in an answer. */
 bool egress_addr_allowed(const struct egress_policy *p, const struct dns_addr *a);
 
+/* Whether an allow-cidr names a (and no deny-cidr): what an IP literal the guest asks for by
+ * address, rather than by name, needs. */
+bool egress_addr_listed(const struct egress_policy *p, const struct dns_addr *a);
+
 /* Parse "a.b.c.d[/n]" or "v6[/n]" into c (host bits cleared).  0 or -1. */
 int egress_parse_cidr(const char *s, struct egress_cidr *c);
 
