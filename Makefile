@@ -37,7 +37,8 @@ KILND_SRC  := $(wildcard src/kilnd/*.c)
 KILND_LIB  := src/kilnd/router.c src/kilnd/json.c src/kilnd/ledger.c
 KILND_LIBS := -lmicrohttpd -ljansson -lsqlite3 -lcrypto
 # Egress policy and DNS wire format, shared by kiln-dns and its unit tests (test_egress_*).
-NET_LIB    := src/net/dns_msg.c src/net/egress_policy.c src/net/sniff.c src/net/listen_in_netns.c
+NET_LIB    := src/net/dns_msg.c src/net/egress_policy.c src/net/sniff.c src/net/listen_in_netns.c \
+	      src/net/secrets.c
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 TEST_GUEST_BINS := $(patsubst tests/guest/%.c,$(B)/tests/guest/%,$(wildcard tests/guest/*.c))
 UNIT_BINS  := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
@@ -93,8 +94,8 @@ $(B)/kiln-dns: $(call obj,$(NET_LIB) src/net/kiln_dns.c)
 	$(CC) $(LDFLAGS) $^ -o $@
 
 # The transparent egress proxy of sandboxes with a network (docs/egress.md).
-$(B)/kiln-proxy: $(call obj,$(NET_LIB) src/net/kiln_proxy.c)
-	$(CC) $(LDFLAGS) $^ -o $@
+$(B)/kiln-proxy: $(call obj,$(NET_LIB) src/net/kiln_proxy.c src/net/tls_intercept.c)
+	$(CC) $(LDFLAGS) $^ -lssl -lcrypto -o $@
 
 $(B)/kiln: $(call obj,$(CLI_SRC) $(HOST_SRC) $(CLIENT_SRC) $(PROTO_SRC) src/common/sparse_file.c)
 	$(CC) $(LDFLAGS) $^ -ljansson -o $@

@@ -49,7 +49,7 @@ static void lower(char *s)
 			*s += 'a' - 'A';
 }
 
-static int parse_pattern(char *arg, struct egress_pattern *pat)
+int egress_parse_pattern(char *arg, struct egress_pattern *pat)
 {
 	size_t n;
 
@@ -124,7 +124,7 @@ static const char *parse_line(struct egress_policy *p, char *verb, char *arg, ch
 			return "one name per line";
 		if (*n == EGRESS_MAX_RULES)
 			return "too many names";
-		if (parse_pattern(arg, allow ? &p->allow[*n] : &p->deny[*n]))
+		if (egress_parse_pattern(arg, allow ? &p->allow[*n] : &p->deny[*n]))
 			return "not a domain name or *.domain";
 		(*n)++;
 		return NULL;
@@ -150,7 +150,7 @@ static const char *parse_line(struct egress_policy *p, char *verb, char *arg, ch
 			return "rewrite needs a name and an address";
 		if (p->nrewrite == EGRESS_MAX_RULES)
 			return "too many rewrites";
-		if (parse_pattern(arg, &pat) || pat.subdomains)
+		if (egress_parse_pattern(arg, &pat) || pat.subdomains)
 			return "not a domain name";
 		if (parse_address(arg2, &rw->addr))
 			return "not an IPv4 or IPv6 address";
@@ -229,7 +229,7 @@ out:
 	return r;
 }
 
-static bool pattern_matches(const struct egress_pattern *pat, const char *name)
+bool egress_pattern_matches(const struct egress_pattern *pat, const char *name)
 {
 	size_t n = strlen(name), k = strlen(pat->name);
 
@@ -242,7 +242,7 @@ static bool pattern_matches(const struct egress_pattern *pat, const char *name)
 static bool any_pattern(const struct egress_pattern *pats, unsigned n, const char *name)
 {
 	for (unsigned i = 0; i < n; i++)
-		if (pattern_matches(&pats[i], name))
+		if (egress_pattern_matches(&pats[i], name))
 			return true;
 	return false;
 }

@@ -71,6 +71,12 @@ bool egress_addr_allowed(const struct egress_policy *p, const struct dns_addr *a
  * address, rather than by name, needs. */
 bool egress_addr_listed(const struct egress_policy *p, const struct dns_addr *a);
 
+/* Parse "name" or "*.name" (lower-cased in place, a trailing dot dropped).  0 or -1. */
+int egress_parse_pattern(char *arg, struct egress_pattern *pat);
+
+/* Whether name matches pat ("*.name" at a label boundary, never name itself). */
+bool egress_pattern_matches(const struct egress_pattern *pat, const char *name);
+
 /* Parse "a.b.c.d[/n]" or "v6[/n]" into c (host bits cleared).  0 or -1. */
 int egress_parse_cidr(const char *s, struct egress_cidr *c);
 

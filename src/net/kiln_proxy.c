@@ -28,6 +28,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <strings.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,16 +38,24 @@
 
 #include "egress_policy.h"
 #include "listen_in_netns.h"
+#include "secrets.h"
 #include "sniff.h"
+#include "tls_intercept.h"
+
+#include <openssl/err.h>
 
 #define MAX_CONNS	256
 #define SNIFF_TIMEOUT_MS 10000
 #define CONNECT_TIMEOUT_MS 10000
 #define RELAY_BUF	(64 << 10)
+#define HEADER_MAX	(64 << 10)	/* an intercepted request's header block */
+#define TLS_TIMEOUT_S	10
 
 struct proxy {
-	const char *policy_path;
+	const char *policy_path, *secrets_path, *upstream_ca;
 	struct egress_policy *policy;
+	struct secrets *secrets;	/* NULL without --secrets; under policy_lock too */
+	struct tls_ca *ca;
 	pthread_rwlock_t policy_lock;
 	atomic_uint generation;		/* bumped by each policy reload */
 	FILE *log;
@@ -62,7 +71,8 @@ struct conn {
 	bool tls_port;			/* which listener: the upstream port follows it */
 	struct sniffed want;
 	struct dns_addr addr;		/* what we connected to */
-	uint8_t head[SNIFF_MAX];	/* what the client sent before we decided */
+	uint8_t head[SNIFF_MAX];	/* a copy of what the client sent before we decided:
+					 * peeked, so it is still in the socket to relay */
 	size_t headlen;
 	uint64_t up, down;
 };
@@ -78,7 +88,10 @@ static void on_hup(int sig)
 static void usage(void)
 {
 	fprintf(stderr, "usage: kiln-proxy --http ADDR:PORT --tls ADDR:PORT --policy FILE "
-		"[--netns NAME] [--log FILE] [--http-upstream-port N] [--tls-upstream-port N]\n");
+		"[--netns NAME] [--log FILE]\n"
+		"                  [--secrets FILE --ca DIR [--upstream-ca PEM]]\n"
+		"                  [--http-upstream-port N] [--tls-upstream-port N]\n"
+		"       kiln-proxy --make-ca DIR\n");
 	exit(2);
 }
 
@@ -121,15 +134,31 @@ static void write_all(int fd, const void *buf, size_t len)
 	}
 }
 
+static void drain(int fd, size_t n)
+{
+	char buf[4096];
+
+	while (n) {
+		ssize_t r = recv(fd, buf, n < sizeof(buf) ? n : sizeof(buf), MSG_DONTWAIT);
+
+		if (r <= 0)
+			return;
+		n -= r;
+	}
+}
+
 /* Tell the guest why, in its own protocol: a 403 (502 when upstream failed) or a TLS alert. */
-static void refuse(struct conn *c, const char *reason, bool upstream_failed)
+static void refuse(struct conn *c, const char *verdict, const char *reason, bool upstream_failed)
 {
 	char resp[512];
 	/* TLS alert record: fatal (2), access_denied (49) or internal_error (80). */
 	uint8_t alert[7] = { 0x15, 0x03, 0x03, 0x00, 0x02, 0x02,
 			     (uint8_t)(upstream_failed ? 80 : 49) };
 
-	log_conn(c, upstream_failed ? "failed" : "refused", reason);
+	log_conn(c, verdict, reason);
+	/* What we peeked is still queued: read it, or closing would reset the connection
+	 * before the guest has read why. */
+	drain(c->client, c->headlen);
 	if (c->tls) {
 		write_all(c->client, alert, sizeof(alert));
 		return;
@@ -142,7 +171,11 @@ static void refuse(struct conn *c, const char *reason, bool upstream_failed)
 	write_all(c->client, resp, strlen(resp));
 }
 
-/* Read until the sniffer has its answer.  NULL, or why the connection is refused. */
+/*
+ * Peek until the sniffer has its answer: the bytes stay in the socket, for the upstream (or,
+ * when we intercept, for OpenSSL, which must read the ClientHello itself).  SO_RCVLOWAT makes
+ * poll wait for more than we have already seen.  NULL, or why the connection is refused.
+ */
 static const char *read_head(struct conn *c)
 {
 	struct timespec t0, now;
@@ -157,7 +190,7 @@ static const char *read_head(struct conn *c)
 				     sniff_http(c->head, c->headlen, &c->want);
 		}
 		if (r == SNIFF_OK)
-			return NULL;
+			break;
 		if (r == SNIFF_BAD)
 			return c->want.why;
 		if (c->headlen == sizeof(c->head))
@@ -166,15 +199,21 @@ static const char *read_head(struct conn *c)
 		long left = SNIFF_TIMEOUT_MS - ((now.tv_sec - t0.tv_sec) * 1000 +
 						(now.tv_nsec - t0.tv_nsec) / 1000000);
 		struct pollfd p = { c->client, POLLIN, 0 };
+		int lowat = c->headlen + 1;
 
+		setsockopt(c->client, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat));
 		if (left <= 0 || poll(&p, 1, left) <= 0)
 			return "client sent nothing we could read in time";
-		ssize_t n = recv(c->client, c->head + c->headlen, sizeof(c->head) - c->headlen, 0);
+		ssize_t n = recv(c->client, c->head, sizeof(c->head), MSG_PEEK);
 
-		if (n <= 0)
+		if (n <= 0 || (size_t)n == c->headlen)
 			return "client closed before asking for a host";
-		c->headlen += n;
+		c->headlen = n;
 	}
+	int one = 1;
+
+	setsockopt(c->client, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+	return NULL;
 }
 
 /* The addresses the policy lets us connect to for c->want; their count, or 0 with *why. */
@@ -333,11 +372,259 @@ static const char *relay(struct conn *c)
 	return NULL;
 }
 
+/* ---- credential injection: TLS terminated with the sandbox's CA (tls_intercept.h) ---- */
+
+static bool wait_fd(int fd, short events, int ms)
+{
+	struct pollfd p = { fd, events, 0 };
+
+	return poll(&p, 1, ms) > 0;
+}
+
+/* Retry an SSL call that wants the socket; false when it failed or timed out. */
+static bool ssl_retry(SSL *ssl, int r, int ms)
+{
+	switch (SSL_get_error(ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+		return wait_fd(SSL_get_fd(ssl), POLLIN, ms);
+	case SSL_ERROR_WANT_WRITE:
+		return wait_fd(SSL_get_fd(ssl), POLLOUT, ms);
+	default:
+		return false;
+	}
+}
+
+static int ssl_handshake(SSL *ssl, bool server)
+{
+	for (;;) {
+		int r = server ? SSL_accept(ssl) : SSL_connect(ssl);
+
+		if (r == 1)
+			return 0;
+		if (!ssl_retry(ssl, r, TLS_TIMEOUT_S * 1000))
+			return -1;
+	}
+}
+
+static bool ssl_write_all(SSL *ssl, const char *buf, size_t n)
+{
+	while (n) {
+		int w = SSL_write(ssl, buf, n > (1 << 20) ? (1 << 20) : (int)n);
+
+		if (w > 0) {
+			buf += w;
+			n -= w;
+		} else if (!ssl_retry(ssl, w, TLS_TIMEOUT_S * 1000)) {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* Bytes read into buf until its header block is complete; *hdr its length.  -1 if none. */
+static long read_request(SSL *ssl, char *buf, size_t cap, size_t *hdr)
+{
+	size_t n = 0;
+
+	for (;;) {
+		char *e = memmem(buf, n, "\r\n\r\n", 4);
+
+		if (e) {
+			*hdr = e + 4 - buf;
+			return n;
+		}
+		if (n == cap)
+			return -1;
+		int r = SSL_read(ssl, buf + n, cap - n);
+
+		if (r > 0)
+			n += r;
+		else if (!ssl_retry(ssl, r, SNIFF_TIMEOUT_MS * 3))
+			return -1;
+	}
+}
+
+/* Drop the request's Connection headers and close after this request: the next request on
+ * the connection would otherwise go up without its header being rewritten. */
+static size_t force_close(char *hdr, size_t len, size_t cap)
+{
+	static const char line[] = "Connection: close\r\n";
+	char *p = memmem(hdr, len, "\r\n", 2) + 2, *end = hdr + len - 2;
+
+	while (p < end) {
+		char *eol = memmem(p, end + 2 - p, "\r\n", 2);
+
+		if (!strncasecmp(p, "connection:", 11)) {
+			memmove(p, eol + 2, hdr + len - (eol + 2));
+			len -= eol + 2 - p;
+			end -= eol + 2 - p;
+			continue;
+		}
+		p = eol + 2;
+	}
+	if (len + sizeof(line) - 1 > cap)
+		return len;
+	memmove(end + sizeof(line) - 1, end, 2);
+	memcpy(end, line, sizeof(line) - 1);
+	return len + sizeof(line) - 1;
+}
+
+static void ssl_refuse(struct conn *c, SSL *g, const char *verdict, const char *reason,
+		       int status)
+{
+	char resp[512];
+
+	log_conn(c, verdict, reason);
+	snprintf(resp, sizeof(resp), "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n"
+		 "Connection: close\r\nContent-Length: %zu\r\n\r\nkiln egress: %s\n", status,
+		 status == 403 ? "Forbidden" : "Bad Gateway", strlen(reason) + 14, reason);
+	ssl_write_all(g, resp, strlen(resp));
+	SSL_shutdown(g);
+}
+
+/* Copy what src has to dst: n > 0 copied, 0 nothing yet, -1 closed or failed. */
+static int ssl_pump(SSL *src, SSL *dst, char *buf, size_t cap, uint64_t *count)
+{
+	int n = SSL_read(src, buf, cap);
+
+	if (n <= 0) {
+		int e = SSL_get_error(src, n);
+
+		return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : -1;
+	}
+	if (!ssl_write_all(dst, buf, n))
+		return -1;
+	*count += n;
+	return n;
+}
+
+/* Until the upstream has answered and closed (we asked for Connection: close). */
+static const char *relay_tls(struct conn *c, SSL *g, SSL *u)
+{
+	unsigned gen = atomic_load(&c->px->generation);
+	bool up_open = true;
+	char *buf = malloc(RELAY_BUF);
+
+	if (!buf)
+		return "out of memory";
+	for (;;) {
+		struct pollfd p[2] = { { up_open ? c->client : -1, POLLIN, 0 },
+				       { c->upstream, POLLIN, 0 } };
+		int r;
+
+		if (!SSL_pending(g) && !SSL_pending(u) && poll(p, 2, 500) < 0 && errno != EINTR)
+			break;
+		if (atomic_load(&c->px->generation) != gen) {
+			gen = atomic_load(&c->px->generation);
+			if (!still_allowed(c)) {
+				free(buf);
+				return "cut: the new policy does not allow it";
+			}
+		}
+		if (up_open && ssl_pump(g, u, buf, RELAY_BUF, &c->up) < 0)
+			up_open = false;
+		while ((r = ssl_pump(u, g, buf, RELAY_BUF, &c->down)) > 0)
+			;
+		if (r < 0)
+			break;
+	}
+	free(buf);
+	return NULL;
+}
+
+/* Rewrite and forward the request's header: NULL, or (with *verdict) why not. */
+static const char *forward_header(struct conn *c, SSL *u, char *in, size_t hdr, long total,
+				  const char **verdict)
+{
+	struct proxy *px = c->px;
+	const struct secret *alert;
+	static __thread char reason[160];
+	struct sniffed h;
+	size_t cap = 4 * HEADER_MAX;
+	char *out = malloc(cap);
+	long len;
+
+	*verdict = "refused";
+	if (!out)
+		return "out of memory";
+	if (sniff_http((uint8_t *)in, hdr, &h) != SNIFF_OK) {
+		free(out);
+		return h.why ? h.why : "not an HTTP/1.x request";
+	}
+	if (strcmp(h.name, c->want.name)) {
+		free(out);
+		return "Host differs from the TLS server name";
+	}
+	pthread_rwlock_rdlock(&px->policy_lock);
+	len = secrets_rewrite(px->secrets, c->want.name, in, hdr, out, cap - 64, &alert);
+	if (len < 0 && alert) {
+		*verdict = "alert";
+		snprintf(reason, sizeof(reason), "the placeholder of secret %s sent where it does "
+			 "not belong", alert->name);
+	}
+	pthread_rwlock_unlock(&px->policy_lock);
+	if (len < 0) {
+		free(out);
+		return *verdict[0] == 'a' ? reason : "request header too large";
+	}
+	len = force_close(out, len, cap);
+	c->up = len + (total - hdr);
+	if (!ssl_write_all(u, out, len) || !ssl_write_all(u, in + hdr, total - hdr)) {
+		free(out);
+		*verdict = "failed";
+		return "the upstream server went away";
+	}
+	free(out);
+	return NULL;
+}
+
+static void intercept_conn(struct conn *c)
+{
+	struct proxy *px = c->px;
+	SSL *g = tls_guest_side(px->ca, c->want.name), *u = NULL;
+	char *in = malloc(HEADER_MAX);
+	const char *why, *verdict;
+	size_t hdr;
+	long total;
+
+	fcntl(c->client, F_SETFL, fcntl(c->client, F_GETFL) | O_NONBLOCK);
+	fcntl(c->upstream, F_SETFL, fcntl(c->upstream, F_GETFL) | O_NONBLOCK);
+	if (!g || !in || !SSL_set_fd(g, c->client) || ssl_handshake(g, true)) {
+		log_conn(c, "refused", "TLS with the guest failed (does it trust the sandbox CA?)");
+		goto out;
+	}
+	/* The request first: refusing it before it was read would reset the connection. */
+	total = read_request(g, in, HEADER_MAX, &hdr);
+	if (total < 0) {
+		ssl_refuse(c, g, "refused", "no HTTP/1.x request header", 403);
+		goto out;
+	}
+	u = tls_upstream_side(px->upstream_ca, c->want.name);
+	if (!u || !SSL_set_fd(u, c->upstream) || ssl_handshake(u, false)) {
+		ssl_refuse(c, g, "failed", "the upstream server's certificate did not verify", 502);
+		goto out;
+	}
+	why = forward_header(c, u, in, hdr, total, &verdict);
+	if (why) {
+		ssl_refuse(c, g, verdict, why, verdict[0] == 'f' ? 502 : 403);
+		goto out;
+	}
+	why = relay_tls(c, g, u);
+	log_conn(c, why ? "cut" : "injected", why);
+	SSL_shutdown(g);
+out:
+	ERR_clear_error();
+	SSL_free(g);
+	SSL_free(u);
+	free(in);
+}
+
 static void *conn_thread(void *arg)
 {
 	struct conn *c = arg;
 	struct dns_addr addrs[8];
 	const char *why = NULL, *end;
+	bool intercept;
 	unsigned n;
 
 	why = read_head(c);
@@ -346,12 +633,24 @@ static void *conn_thread(void *arg)
 	if (!why && c->tls && !c->want.name[0])
 		why = "TLS without a server name (SNI)";
 	if (why) {
-		refuse(c, why, false);
+		refuse(c, "refused", why, false);
+		goto out;
+	}
+	pthread_rwlock_rdlock(&c->px->policy_lock);
+	intercept = c->tls && c->px->secrets && c->px->ca &&
+		    secrets_for_host(c->px->secrets, c->want.name);
+	/* In plain HTTP a placeholder is visible: it may go nowhere in the clear. */
+	const struct secret *leak = !c->tls && c->px->secrets ?
+		secrets_find_placeholder(c->px->secrets, c->head, c->headlen) : NULL;
+	pthread_rwlock_unlock(&c->px->policy_lock);
+	if (leak) {
+		refuse(c, "alert", "a credential placeholder sent where it does not belong",
+		       false);
 		goto out;
 	}
 	n = choose_addrs(c, addrs, 8, &why);
 	if (!n) {
-		refuse(c, why, false);
+		refuse(c, "refused", why, false);
 		goto out;
 	}
 	for (unsigned i = 0; i < n && c->upstream < 0; i++) {
@@ -360,11 +659,13 @@ static void *conn_thread(void *arg)
 		c->addr = addrs[i];
 	}
 	if (c->upstream < 0) {
-		refuse(c, "cannot connect to the upstream server", true);
+		refuse(c, "failed", "cannot connect to the upstream server", true);
 		goto out;
 	}
-	write_all(c->upstream, c->head, c->headlen);
-	c->up = c->headlen;
+	if (intercept) {
+		intercept_conn(c);
+		goto out;
+	}
 	end = relay(c);
 	log_conn(c, end ? "cut" : "allowed", end);
 out:
@@ -404,6 +705,7 @@ static void start_conn(struct proxy *px, int fd, bool tls_port)
 static void reload_policy(struct proxy *px)
 {
 	struct egress_policy *p = calloc(1, sizeof(*p)), *old;
+	struct secrets *sec = NULL, *old_sec;
 	char err[256];
 
 	if (!p || egress_policy_load(p, px->policy_path, err, sizeof(err))) {
@@ -411,12 +713,23 @@ static void reload_policy(struct proxy *px)
 		free(p);
 		return;
 	}
+	if (px->secrets_path && (!(sec = calloc(1, sizeof(*sec))) ||
+				 secrets_load(sec, px->secrets_path, err, sizeof(err)))) {
+		fprintf(stderr, "kiln-proxy: policy not replaced: secrets: %s\n",
+			sec ? err : "out of memory");
+		free(sec);
+		free(p);
+		return;
+	}
 	pthread_rwlock_wrlock(&px->policy_lock);
 	old = px->policy;
+	old_sec = px->secrets;
 	px->policy = p;
+	px->secrets = sec;
 	pthread_rwlock_unlock(&px->policy_lock);
 	atomic_fetch_add(&px->generation, 1);
 	free(old);
+	free(old_sec);
 }
 
 static unsigned parse_port(const char *s)
@@ -437,10 +750,13 @@ int main(int argc, char **argv)
 		{ "log", required_argument, NULL, 'g' },
 		{ "http-upstream-port", required_argument, NULL, 'H' },
 		{ "tls-upstream-port", required_argument, NULL, 'T' },
+		{ "secrets", required_argument, NULL, 's' }, { "ca", required_argument, NULL, 'c' },
+		{ "upstream-ca", required_argument, NULL, 'u' },
+		{ "make-ca", required_argument, NULL, 'm' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct proxy px = { .http_port = 80, .tls_port = 443 };
-	const char *http = NULL, *tls = NULL, *netns = NULL, *log = NULL;
+	const char *http = NULL, *tls = NULL, *netns = NULL, *log = NULL, *ca_dir = NULL;
 	struct sigaction sa = { .sa_handler = on_hup };
 	char err[512];
 	int c, lfd[2];
@@ -454,11 +770,24 @@ int main(int argc, char **argv)
 		case 'g': log = optarg; break;
 		case 'H': px.http_port = parse_port(optarg); break;
 		case 'T': px.tls_port = parse_port(optarg); break;
+		case 's': px.secrets_path = optarg; break;
+		case 'c': ca_dir = optarg; break;
+		case 'u': px.upstream_ca = optarg; break;
+		case 'm':
+			if (tls_make_ca(optarg, err, sizeof(err))) {
+				fprintf(stderr, "kiln-proxy: %s\n", err);
+				return 1;
+			}
+			return 0;
 		default: usage();
 		}
 	}
-	if (!http || !tls || !px.policy_path || optind != argc)
+	if (!http || !tls || !px.policy_path || optind != argc || !px.secrets_path != !ca_dir)
 		usage();
+	if (ca_dir && !(px.ca = tls_ca_load(ca_dir, err, sizeof(err)))) {
+		fprintf(stderr, "kiln-proxy: %s\n", err);
+		return 2;
+	}
 	pthread_rwlock_init(&px.policy_lock, NULL);
 	pthread_mutex_init(&px.log_lock, NULL);
 	reload_policy(&px);
