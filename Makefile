@@ -173,6 +173,7 @@ demo: programs kernel image-python
 
 bench: programs kernel images
 	tests/vmhost/maybe-run -- sh -c 'bench/boot && bench/exec && bench/restore'
+	bench/net
 
 clean:
 	rm -rf $(B)

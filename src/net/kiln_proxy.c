@@ -48,6 +48,7 @@
 #define SNIFF_TIMEOUT_MS 10000
 #define CONNECT_TIMEOUT_MS 10000
 #define RELAY_BUF	(64 << 10)
+#define SPLICE_MAX	(1 << 20)	/* the default pipe-max-size */
 #define HEADER_MAX	(64 << 10)	/* an intercepted request's header block */
 #define TLS_TIMEOUT_S	10
 
@@ -332,15 +333,30 @@ static bool still_allowed(struct conn *c)
 }
 
 /* Copy what is ready from one side to the other.  false at EOF or error. */
-static bool pump(int from, int to, uint64_t *count)
+/*
+ * Move what is ready from one socket to the other through a pipe (splice: the bytes never
+ * enter our memory).  false at EOF or error.  A write that cannot finish (the reader stopped
+ * reading) blocks this connection's thread, which is the backpressure we want.
+ */
+static bool pump(int from, int to, int pipe[2], uint64_t *count)
 {
-	static __thread char buf[RELAY_BUF];
-	ssize_t n = recv(from, buf, sizeof(buf), 0);
+	ssize_t n = splice(from, NULL, pipe[1], NULL, SPLICE_MAX,
+			   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 
+	if (n < 0 && errno == EAGAIN)
+		return true;
 	if (n <= 0)
 		return false;
-	write_all(to, buf, n);
 	*count += n;
+	while (n > 0) {
+		ssize_t w = splice(pipe[0], NULL, to, NULL, n, SPLICE_F_MOVE);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return false;
+		n -= w;
+	}
 	return true;
 }
 
@@ -348,7 +364,18 @@ static const char *relay(struct conn *c)
 {
 	unsigned gen = atomic_load(&c->px->generation);
 	bool up_open = true, down_open = true;
+	int up[2], down[2];
+	const char *why = NULL;
 
+	if (pipe2(up, O_CLOEXEC) < 0)
+		return "out of pipes";
+	if (pipe2(down, O_CLOEXEC) < 0) {
+		close(up[0]);
+		close(up[1]);
+		return "out of pipes";
+	}
+	fcntl(up[1], F_SETPIPE_SZ, SPLICE_MAX);
+	fcntl(down[1], F_SETPIPE_SZ, SPLICE_MAX);
 	while (up_open || down_open) {
 		struct pollfd p[2] = { { up_open ? c->client : -1, POLLIN, 0 },
 				       { down_open ? c->upstream : -1, POLLIN, 0 } };
@@ -357,19 +384,25 @@ static const char *relay(struct conn *c)
 			break;
 		if (atomic_load(&c->px->generation) != gen) {
 			gen = atomic_load(&c->px->generation);
-			if (!still_allowed(c))
-				return "cut: the new policy does not allow it";
+			if (!still_allowed(c)) {
+				why = "cut: the new policy does not allow it";
+				break;
+			}
 		}
-		if (p[0].revents && !pump(c->client, c->upstream, &c->up)) {
+		if (p[0].revents && !pump(c->client, c->upstream, up, &c->up)) {
 			up_open = false;
 			shutdown(c->upstream, SHUT_WR);
 		}
-		if (p[1].revents && !pump(c->upstream, c->client, &c->down)) {
+		if (p[1].revents && !pump(c->upstream, c->client, down, &c->down)) {
 			down_open = false;
 			shutdown(c->client, SHUT_WR);
 		}
 	}
-	return NULL;
+	close(up[0]);
+	close(up[1]);
+	close(down[0]);
+	close(down[1]);
+	return why;
 }
 
 /* ---- credential injection: TLS terminated with the sandbox's CA (tls_intercept.h) ---- */
