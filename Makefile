@@ -173,7 +173,7 @@ demo: programs kernel image-python
 
 bench: programs kernel images
 	tests/vmhost/maybe-run -- sh -c 'bench/boot && bench/exec && bench/restore'
-	bench/net
+	bench/proxy
 
 clean:
 	rm -rf $(B)
