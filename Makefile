@@ -38,7 +38,7 @@ KILND_LIB  := src/kilnd/router.c src/kilnd/json.c src/kilnd/ledger.c
 KILND_LIBS := -lmicrohttpd -ljansson -lsqlite3 -lcrypto
 # Egress policy and DNS wire format, shared by kiln-dns and its unit tests (test_egress_*).
 NET_LIB    := src/net/dns_msg.c src/net/egress_policy.c src/net/sniff.c src/net/listen_in_netns.c \
-	      src/net/secrets.c
+	      src/net/secrets.c src/net/relay.c
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 TEST_GUEST_BINS := $(patsubst tests/guest/%.c,$(B)/tests/guest/%,$(wildcard tests/guest/*.c))
 UNIT_BINS  := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
@@ -51,7 +51,7 @@ asan_obj = $(1:%.c=$(B)/asan/obj/%.o)
 .PHONY: all programs kernel unit test-guest-bins test test-unit test-agent test-host test-vm demo bench clean
 all: programs kernel
 programs: $(B)/kiln $(B)/kilnd $(B)/kiln-vmm $(B)/kiln-init $(B)/kiln-initrd.cpio $(B)/bench/boot-init \
-	  $(B)/bench/exec-client $(B)/kiln-dns $(B)/kiln-proxy
+	  $(B)/bench/exec-client $(B)/kiln-dns $(B)/kiln-proxy $(B)/kiln-ingress
 
 $(B)/obj/%.o: %.c
 	@mkdir -p $(@D)
@@ -91,6 +91,10 @@ $(B)/asan/tests/test_egress_%: $(call asan_obj,tests/unit/test_egress_%.c $(NET_
 
 # The DNS policy resolver of sandboxes with a network (docs/network.md).
 $(B)/kiln-dns: $(call obj,$(NET_LIB) src/net/kiln_dns.c)
+	$(CC) $(LDFLAGS) $^ -o $@
+
+# A guest port exposed on a host address (docs/egress.md).
+$(B)/kiln-ingress: $(call obj,$(NET_LIB) src/net/kiln_ingress.c)
 	$(CC) $(LDFLAGS) $^ -o $@
 
 # The transparent egress proxy of sandboxes with a network (docs/egress.md).
@@ -163,7 +167,7 @@ test-vm: programs kernel test-guest-bins images
 	tests/vmhost/maybe-run -- /usr/bin/python3 -m pytest -q $(VM_RERUN) tests/integration
 
 # Host-side network pieces, no VM: kiln-dns on loopback and in a network namespace.
-test-host: $(B)/kiln-dns $(B)/kiln-proxy
+test-host: $(B)/kiln-dns $(B)/kiln-proxy $(B)/kiln-ingress
 	/usr/bin/python3 -m pytest -q tests/host
 
 test: test-unit test-agent test-host test-vm

@@ -38,6 +38,7 @@
 
 #include "egress_policy.h"
 #include "listen_in_netns.h"
+#include "relay.h"
 #include "secrets.h"
 #include "sniff.h"
 #include "tls_intercept.h"
@@ -48,7 +49,6 @@
 #define SNIFF_TIMEOUT_MS 10000
 #define CONNECT_TIMEOUT_MS 10000
 #define RELAY_BUF	(64 << 10)
-#define SPLICE_MAX	(1 << 20)	/* the default pipe-max-size */
 #define HEADER_MAX	(64 << 10)	/* an intercepted request's header block */
 #define TLS_TIMEOUT_S	10
 
@@ -332,77 +332,9 @@ static bool still_allowed(struct conn *c)
 	return ok;
 }
 
-/* Copy what is ready from one side to the other.  false at EOF or error. */
-/*
- * Move what is ready from one socket to the other through a pipe (splice: the bytes never
- * enter our memory).  false at EOF or error.  A write that cannot finish (the reader stopped
- * reading) blocks this connection's thread, which is the backpressure we want.
- */
-static bool pump(int from, int to, int pipe[2], uint64_t *count)
+static bool check_still_allowed(void *c)
 {
-	ssize_t n = splice(from, NULL, pipe[1], NULL, SPLICE_MAX,
-			   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-
-	if (n < 0 && errno == EAGAIN)
-		return true;
-	if (n <= 0)
-		return false;
-	*count += n;
-	while (n > 0) {
-		ssize_t w = splice(pipe[0], NULL, to, NULL, n, SPLICE_F_MOVE);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return false;
-		n -= w;
-	}
-	return true;
-}
-
-static const char *relay(struct conn *c)
-{
-	unsigned gen = atomic_load(&c->px->generation);
-	bool up_open = true, down_open = true;
-	int up[2], down[2];
-	const char *why = NULL;
-
-	if (pipe2(up, O_CLOEXEC) < 0)
-		return "out of pipes";
-	if (pipe2(down, O_CLOEXEC) < 0) {
-		close(up[0]);
-		close(up[1]);
-		return "out of pipes";
-	}
-	fcntl(up[1], F_SETPIPE_SZ, SPLICE_MAX);
-	fcntl(down[1], F_SETPIPE_SZ, SPLICE_MAX);
-	while (up_open || down_open) {
-		struct pollfd p[2] = { { up_open ? c->client : -1, POLLIN, 0 },
-				       { down_open ? c->upstream : -1, POLLIN, 0 } };
-
-		if (poll(p, 2, 500) < 0 && errno != EINTR)
-			break;
-		if (atomic_load(&c->px->generation) != gen) {
-			gen = atomic_load(&c->px->generation);
-			if (!still_allowed(c)) {
-				why = "cut: the new policy does not allow it";
-				break;
-			}
-		}
-		if (p[0].revents && !pump(c->client, c->upstream, up, &c->up)) {
-			up_open = false;
-			shutdown(c->upstream, SHUT_WR);
-		}
-		if (p[1].revents && !pump(c->upstream, c->client, down, &c->down)) {
-			down_open = false;
-			shutdown(c->client, SHUT_WR);
-		}
-	}
-	close(up[0]);
-	close(up[1]);
-	close(down[0]);
-	close(down[1]);
-	return why;
+	return still_allowed(c);
 }
 
 /* ---- credential injection: TLS terminated with the sandbox's CA (tls_intercept.h) ---- */
@@ -699,7 +631,12 @@ static void *conn_thread(void *arg)
 		intercept_conn(c);
 		goto out;
 	}
-	end = relay(c);
+	struct relay_counts rc = { 0 };
+
+	end = relay(c->client, c->upstream, &rc, &c->px->generation,
+		    check_still_allowed, c);
+	c->up = rc.a_to_b;
+	c->down = rc.b_to_a;
 	log_conn(c, end ? "cut" : "allowed", end);
 out:
 	close(c->client);

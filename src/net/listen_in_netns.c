@@ -1,9 +1,9 @@
 /*
  * listen_in_netns.c - bind a socket inside a network namespace (listen_in_netns.h).
  *
- * setns() moves only the calling thread: call this before starting threads, or from the one
- * thread that creates sockets.  If we cannot get back to our own namespace we exit, since
- * everything after would silently happen inside the sandbox's.
+ * setns() moves only the calling thread, so other threads are never inside the sandbox's
+ * namespace.  If we cannot get back to our own namespace we exit, since everything after
+ * would silently happen inside the sandbox's.
  */
 #include "listen_in_netns.h"
 
@@ -57,32 +57,21 @@ static int bind_here(int type, const struct sockaddr_in *sa)
 	return fd;
 }
 
-int listen_in_netns(int type, const char *addr_port, const char *netns, char *err,
+/* Run make(arg) with this thread inside /run/netns/NETNS.  Its fd, or -1 with err set. */
+static int in_netns(const char *netns, int (*make)(const void *arg), const void *arg, char *err,
 		    size_t errlen)
 {
-	struct sockaddr_in sa;
 	char path[300];
-	int self, target, fd, e;
+	int self, target, fd = -1, e = 0;
 
-	if (parse_addr(addr_port, &sa)) {
-		snprintf(err, errlen, "%s: expected IPv4ADDR:PORT", addr_port);
-		return -1;
-	}
-	if (!netns) {
-		fd = bind_here(type, &sa);
-		if (fd < 0)
-			snprintf(err, errlen, "%s: %s", addr_port, strerror(errno));
-		return fd;
-	}
 	snprintf(path, sizeof(path), "/run/netns/%s", netns);
 	self = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
 	target = open(path, O_RDONLY | O_CLOEXEC);
 	if (self < 0 || target < 0 || setns(target, CLONE_NEWNET) < 0) {
 		snprintf(err, errlen, "network namespace %s: %s", netns, strerror(errno));
-		fd = -1;
 		goto out;
 	}
-	fd = bind_here(type, &sa);
+	fd = make(arg);
 	e = errno;
 	if (setns(self, CLONE_NEWNET) < 0) {
 		fprintf(stderr, "cannot return to our own network namespace: %s\n",
@@ -90,11 +79,52 @@ int listen_in_netns(int type, const char *addr_port, const char *netns, char *er
 		exit(1);
 	}
 	if (fd < 0)
-		snprintf(err, errlen, "%s in %s: %s", addr_port, netns, strerror(e));
+		snprintf(err, errlen, "in %s: %s", netns, strerror(e));
 out:
 	if (self >= 0)
 		close(self);
 	if (target >= 0)
 		close(target);
+	return fd;
+}
+
+static int tcp_socket(const void *arg)
+{
+	(void)arg;
+	return socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+}
+
+int socket_in_netns(const char *netns, char *err, size_t errlen)
+{
+	return in_netns(netns, tcp_socket, NULL, err, errlen);
+}
+
+struct bind_args {
+	int type;
+	struct sockaddr_in sa;
+};
+
+static int bind_args_here(const void *arg)
+{
+	const struct bind_args *b = arg;
+
+	return bind_here(b->type, &b->sa);
+}
+
+int listen_in_netns(int type, const char *addr_port, const char *netns, char *err,
+		    size_t errlen)
+{
+	struct bind_args b = { .type = type };
+	int fd;
+
+	if (parse_addr(addr_port, &b.sa)) {
+		snprintf(err, errlen, "%s: expected IPv4ADDR:PORT", addr_port);
+		return -1;
+	}
+	if (netns)
+		return in_netns(netns, bind_args_here, &b, err, errlen);
+	fd = bind_here(type, &b.sa);
+	if (fd < 0)
+		snprintf(err, errlen, "%s: %s", addr_port, strerror(errno));
 	return fd;
 }

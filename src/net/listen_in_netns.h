@@ -16,4 +16,8 @@
 int listen_in_netns(int type, const char *addr_port, const char *netns, char *err,
 		    size_t errlen);
 
+/* An unbound TCP socket created in /run/netns/NETNS, to connect from inside it.  Only the
+ * calling thread changes namespace, and only for the call.  The fd, or -1 with err set. */
+int socket_in_netns(const char *netns, char *err, size_t errlen);
+
 #endif

@@ -1,0 +1,25 @@
+/*
+ * relay.h - copy a TCP connection's bytes both ways until both sides are done (relay.c), for
+ * kiln-proxy's allowed connections and kiln-ingress's forwarded ones.
+ */
+#ifndef KILN_RELAY_H
+#define KILN_RELAY_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct relay_counts {
+	uint64_t a_to_b, b_to_a;
+};
+
+/*
+ * Relay between sockets a and b, half-closing each side as the other finishes.  When
+ * *generation (if given) has changed, which is looked at every half second at least,
+ * check(ctx) may end the relay by returning false.  NULL when both sides finished, else why
+ * it ended.
+ */
+const char *relay(int a, int b, struct relay_counts *n, atomic_uint *generation,
+		  bool (*check)(void *ctx), void *ctx);
+
+#endif
