@@ -44,7 +44,8 @@ struct create_req {
 	char template[64];
 	unsigned cpus, memory_mib, timeout_s;
 	json_t *env;		/* object of strings, borrowed from the body, or NULL */
-	json_t *metadata;	/* object, borrowed, or NULL */
+	json_t *metadata;	/* object of strings, borrowed, or NULL */
+	bool pause_on_timeout;	/* on_timeout: "pause" (else "kill") */
 };
 
 struct exec_req {
