@@ -310,7 +310,7 @@ static int get_currency(json_t *body, char *out, size_t len, struct api_error *e
 int parse_agent(json_t *body, struct agent_req *r, struct api_error *e)
 {
 	static const char *const fields[] = { "name", "currency", "max_sandboxes", "max_cpus",
-					      "max_memory_mib", NULL };
+					      "max_memory_mib", "max_total_memory_mib", NULL };
 	const char *name;
 
 	memset(r, 0, sizeof(*r));
@@ -319,7 +319,9 @@ int parse_agent(json_t *body, struct agent_req *r, struct api_error *e)
 	    get_uint(body, "max_sandboxes", 0, 10000, 10, &r->max_sandboxes, e) ||
 	    get_uint(body, "max_cpus", 1, MAX_CPUS, 4, &r->max_cpus, e) ||
 	    get_uint(body, "max_memory_mib", MIN_MEMORY_MIB, MAX_MEMORY_MIB, 4096,
-		     &r->max_memory_mib, e))
+		     &r->max_memory_mib, e) ||
+	    get_uint(body, "max_total_memory_mib", MIN_MEMORY_MIB, 64 * MAX_MEMORY_MIB, 0,
+		     &r->max_total_memory_mib, e))
 		return -1;
 	if (name && !name_ok(name, true))
 		return api_fail(e, 400, "invalid_argument", "name",

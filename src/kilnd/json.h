@@ -60,6 +60,7 @@ struct agent_req {
 	char name[64];
 	char currency[8];
 	unsigned max_sandboxes, max_cpus, max_memory_mib;
+	unsigned max_total_memory_mib;	/* 0: no limit */
 };
 
 int parse_create(json_t *body, struct create_req *r, struct api_error *e);
