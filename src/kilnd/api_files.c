@@ -404,6 +404,9 @@ static enum MHD_Result simple_op(struct request *r, uint8_t type, const char *pa
 		/* a rename whose source exists failed on its destination */
 		if (type == MSG_RENAME && ae.err != ENOENT)
 			field = "to", path = path2;
+		/* mkdir -p over a file: a file is in the way, whichever component it is */
+		if (type == MSG_MKDIR && ae.err == ENOTDIR)
+			ae.err = EEXIST;
 		file_error_field(&r->e, &ae, field, path);
 		return reply_error(r, &r->e);
 	}

@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -34,6 +35,7 @@
 #define KEEP_IDLE_MS	(10 * 60 * 1000)	/* an ended, unwatched record is forgotten */
 #define MAX_OUTPUT	(8u << 20)	/* foreground JSON result, per stream */
 #define SEND_TIMEOUT_S	30		/* a guest that does not take stdin */
+#define KEEPALIVE_S	15		/* a silent stream says so, to find clients gone */
 
 struct chunk {
 	struct chunk *next;
@@ -65,6 +67,7 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t changed = PTHREAD_COND_INITIALIZER;
 static struct proc *procs;
 static unsigned nprocs;
+static bool stopping;		/* kilnd is stopping: streams end so their threads can */
 
 static int connect_agent(const char *sandbox, struct api_error *e)
 {
@@ -279,12 +282,19 @@ static int ensure_watched(struct proc *p, struct api_error *e)
 	}
 	if (agent_attach(fd, p->pid, &ae)) {
 		close(fd);
-		if (ae.err == EBUSY)
+		if (ae.err == EBUSY) {
 			ret = api_fail(e, 409, "process_busy", NULL,
 				       "process %u is attached elsewhere (kiln attach?)", p->pid);
-		else
+		} else if (p->cmd[0] || p->head) {
+			/* Known to kilnd but gone from the guest: what was kept is all there is. */
+			pthread_mutex_lock(&lock);
+			p->lost = true;
+			pthread_cond_broadcast(&changed);
+			pthread_mutex_unlock(&lock);
+		} else {
 			ret = api_fail(e, 404, "process_not_found", NULL,
 				       "no background process %u in this sandbox", p->pid);
+		}
 		goto out;
 	}
 	ret = start_watcher(p, fd, e);
@@ -377,6 +387,16 @@ static char *next_foreground(struct stream *st)
 		return json_line(json_pack("{s:s, s:I}", "type", "start", "pid",
 					   (json_int_t)st->pid));
 	}
+	for (int waited = 0; ; waited++) {
+		struct pollfd pfd = { st->fd, POLLIN, 0 };
+
+		if (stopping)
+			return NULL;
+		if (poll(&pfd, 1, 1000) != 0)
+			break;
+		if (waited == KEEPALIVE_S)
+			return json_line(json_pack("{s:s}", "type", "keepalive"));
+	}
 	if (agent_next_event(st->fd, &ev, &st->buf, &st->cap)) {
 		st->done = true;
 		return json_line(json_pack("{s:s, s:s}", "type", "error", "message",
@@ -389,6 +409,16 @@ static char *next_foreground(struct stream *st)
 		return json_line(json_pack("{s:s, s:s}", "type", "error", "message",
 					   ev.error.message));
 	return json_line(exit_event(ev.exit_code, ev.exit_signal, ev.timed_out));
+}
+
+/* Wait for a change, at most KEEPALIVE_S seconds; true on the timeout.  Under lock. */
+static bool wait_changed(void)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += KEEPALIVE_S;
+	return pthread_cond_timedwait(&changed, &lock, &until) == ETIMEDOUT;
 }
 
 static char *next_background(struct stream *st)
@@ -420,7 +450,14 @@ static char *next_background(struct stream *st)
 			break;
 		}
 		st->done = false;
-		pthread_cond_wait(&changed, &lock);
+		if (stopping) {
+			pthread_mutex_unlock(&lock);
+			return NULL;
+		}
+		if (wait_changed()) {
+			ev = json_pack("{s:s}", "type", "keepalive");
+			break;
+		}
 	}
 	pthread_mutex_unlock(&lock);
 	return json_line(ev);
@@ -856,4 +893,12 @@ enum MHD_Result api_processes(struct request *r)
 		api_fail(&r->e, 500, "internal", NULL, "unrouted request");
 		return reply_error(r, &r->e);
 	}
+}
+
+void processes_stop(void)
+{
+	pthread_mutex_lock(&lock);
+	stopping = true;
+	pthread_cond_broadcast(&changed);
+	pthread_mutex_unlock(&lock);
 }
