@@ -628,6 +628,7 @@ static enum MHD_Result track_background(struct request *r, const struct sandbox 
 {
 	struct proc *p = proc_get(s->id, pid, true);
 	bool stdin_open = q->stdin_open;
+	json_t *res;
 
 	if (!p) {
 		close(fd);	/* the guest keeps it running; GET .../output attaches later */
@@ -649,11 +650,11 @@ static enum MHD_Result track_background(struct request *r, const struct sandbox 
 		agent_close_stdin(p->fd);
 	}
 	p->stdin_open = stdin_open;
+	res = json_pack("{s:I, s:b, s:b, s:s}", "pid", (json_int_t)pid, "background", 1,
+			"stdin_open", stdin_open, "cmd", p->cmd);
 	pthread_mutex_unlock(&p->wlock);
 	proc_put(p);
-	return reply_json(r, 201, json_pack("{s:I, s:b, s:b, s:s}", "pid", (json_int_t)pid,
-					    "background", 1, "stdin_open", stdin_open, "cmd",
-					    p->cmd));
+	return reply_json(r, 201, res);
 }
 
 static enum MHD_Result start(struct request *r, const struct sandbox *s)
