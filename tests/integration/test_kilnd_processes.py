@@ -161,6 +161,22 @@ def test_stdin_round_trips_through_cat(kilnd, carol, box):
     error_of(kilnd.request("POST", base + "/stdin", raw=b"x", key=key), 409, "process_exited")
 
 
+def test_background_survives_a_kilnd_restart(kilnd, carol, box):
+    key, sid = carol["api_key"], box["id"]
+    pid = start(kilnd, key, box, shell="echo before; sleep 6; echo after; exit 3",
+                background=True)["pid"]
+    base = f"/v1/sandboxes/{sid}/processes/{pid}"
+    for _, e in ndjson(kilnd, "GET", base + "/output", key):
+        assert e == {"type": "stdout", "data": "before\n", "encoding": "utf-8"}, e
+        break
+    kilnd.kill()
+    kilnd.start()
+    # The new kilnd knows nothing of it: it attaches to the guest's process again, which kept
+    # what came while no one was attached, and the exit.
+    out, last = output_of(list(ndjson(kilnd, "GET", base + "/output", key)))
+    assert out == "after\n" and last["exit_code"] == 3, (out, last)
+
+
 def test_process_requests_are_checked(kilnd, carol, box):
     key, sid = carol["api_key"], box["id"]
     path = f"/v1/sandboxes/{sid}/processes"
