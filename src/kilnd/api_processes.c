@@ -31,6 +31,7 @@
 
 #define LOG_MAX_BYTES	(1u << 20)	/* per process; the oldest output goes first */
 #define LOG_MAX_CHUNKS	4096
+#define LOGS_MAX_BYTES	(64u << 20)	/* all processes: past it a process keeps less */
 #define MAX_PROCS	1024		/* background processes tracked over all sandboxes */
 #define KEEP_IDLE_MS	(10 * 60 * 1000)	/* an ended, unwatched record is forgotten */
 #define MAX_OUTPUT	(8u << 20)	/* foreground JSON result, per stream */
@@ -67,7 +68,8 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t changed = PTHREAD_COND_INITIALIZER;
 static struct proc *procs;
 static unsigned nprocs;
-static bool stopping;		/* kilnd is stopping: streams end so their threads can */
+static bool stopping;
+static size_t log_bytes;		/* over all processes' logs */		/* kilnd is stopping: streams end so their threads can */
 
 static int connect_agent(const char *sandbox, struct api_error *e)
 {
@@ -89,6 +91,7 @@ static void proc_free(struct proc *p)
 		struct chunk *c = p->head;
 
 		p->head = c->next;
+		log_bytes -= c->len;
 		free(c);
 	}
 	pthread_mutex_destroy(&p->wlock);
@@ -183,12 +186,16 @@ static void log_append(struct proc *p, uint8_t stream, const uint8_t *data, uint
 	p->tail = c;
 	p->bytes += len;
 	p->nchunks++;
-	while (p->head != p->tail && (p->bytes > LOG_MAX_BYTES || p->nchunks > LOG_MAX_CHUNKS)) {
+	log_bytes += len;
+	/* A chatty process past the global budget loses its own oldest output, nobody else's. */
+	while (p->head != p->tail && (p->bytes > LOG_MAX_BYTES || p->nchunks > LOG_MAX_CHUNKS ||
+				      log_bytes > LOGS_MAX_BYTES)) {
 		struct chunk *old = p->head;
 
 		p->head = old->next;
 		p->bytes -= old->len;
 		p->nchunks--;
+		log_bytes -= old->len;
 		free(old);
 	}
 }
