@@ -68,8 +68,8 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t changed = PTHREAD_COND_INITIALIZER;
 static struct proc *procs;
 static unsigned nprocs;
-static bool stopping;
-static size_t log_bytes;		/* over all processes' logs */		/* kilnd is stopping: streams end so their threads can */
+static bool stopping;		/* kilnd is stopping: streams end so their threads can */
+static size_t log_bytes;	/* over all processes' logs */
 
 static int connect_agent(const char *sandbox, struct api_error *e)
 {
