@@ -607,14 +607,14 @@ static int64_t disk_mib_ms_since(const char *id, int64_t ms)
 	return (int64_t)((double)st.st_blocks * 512 / (1024.0 * 1024.0) * (double)ms);
 }
 
-/* The run time since the last reading of sandbox id (running), added and debited.  Locked. */
+/* The usage since the last reading of sandbox id, added and debited: run time while it runs,
+ * its scratch disk while it runs or is paused (the disk is kept either way).  Locked. */
 static void meter_locked(const char *id, const struct prices *p, int64_t now)
 {
 	sqlite3_stmt *st = prep("SELECT s.agent_id, s.cpus, s.memory_mib, s.run_ms, s.metered_at, "
-				"s.debited_micro, a.currency, s.disk_mib_ms FROM sandboxes s "
-				"JOIN agents a "
-				"ON a.id = s.agent_id WHERE s.id = ? AND s.state = 'running'",
-				"s", id);
+				"s.debited_micro, a.currency, s.disk_mib_ms, s.state "
+				"FROM sandboxes s JOIN agents a ON a.id = s.agent_id "
+				"WHERE s.id = ? AND s.state IN ('running', 'paused')", "s", id);
 	char agent[64], currency[8], wallet[80];
 	int64_t run_ms, cost, due, txn, minute = now / 60000, disk_mib_ms;
 	unsigned cpus, mib;
@@ -628,7 +628,8 @@ static void meter_locked(const char *id, const struct prices *p, int64_t now)
 	cpus = sqlite3_column_int(st, 1);
 	mib = sqlite3_column_int(st, 2);
 	run_ms = sqlite3_column_int64(st, 3);
-	if (sqlite3_column_type(st, 4) != SQLITE_NULL && now > sqlite3_column_int64(st, 4))
+	if (sqlite3_column_type(st, 4) != SQLITE_NULL && now > sqlite3_column_int64(st, 4) &&
+	    !strcmp((const char *)sqlite3_column_text(st, 8), "running"))
 		run_ms += now - sqlite3_column_int64(st, 4);
 	disk_mib_ms = sqlite3_column_int64(st, 7);
 	if (sqlite3_column_type(st, 4) != SQLITE_NULL && now > sqlite3_column_int64(st, 4))
@@ -689,10 +690,11 @@ bool db_transition(const char *id, const char *from, const char *to, const char 
 	sqlite3_finalize(st);
 	if (!state_in(state, from))
 		goto out;
-	if (!strcmp(state, "running"))
+	if (!strcmp(state, "running") || !strcmp(state, "paused"))
 		meter_locked(id, &cfg.prices, now);
 	ok = run(prep("UPDATE sandboxes SET state = ?, reason = ?, updated_at = ?, "
-		      "metered_at = CASE WHEN ?1 = 'running' THEN ? ELSE NULL END WHERE id = ?",
+		      "metered_at = CASE WHEN ?1 IN ('running', 'paused') THEN ? ELSE NULL END "
+		      "WHERE id = ?",
 		      "ssiis", to, reason, now, now, id)) == 0;
 out:
 	commit();
@@ -772,7 +774,7 @@ static void meter_one(const struct sandbox *s, void *ctx)
 
 void db_meter_tick(const struct prices *p)
 {
-	db_each_sandbox("running", meter_one, (void *)p);
+	db_each_sandbox("running|paused", meter_one, (void *)p);
 }
 
 void db_each_broke_agent(void (*fn)(const char *agent_id, void *), void *ctx)

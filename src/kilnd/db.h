@@ -58,8 +58,9 @@ int db_memory_quota(const struct agent *a, unsigned mib, struct api_error *e);
 
 /*
  * Move a sandbox from one of the states in from ("running|paused") to state `to`, with a
- * reason (may be NULL).  Leaving running takes a last meter reading and debits it; entering
- * running starts the meter.  true if the sandbox was in one of from.
+ * reason (may be NULL).  Leaving running or paused takes a last meter reading and debits it;
+ * entering either starts the meter (paused: the disk only).  true if the sandbox was in one
+ * of from.
  */
 bool db_transition(const char *id, const char *from, const char *to, const char *reason);
 
@@ -71,7 +72,7 @@ void db_count_create(void);
 /* Sandboxes in one of the states (same "a|b" form), with their agents; calls fn for each. */
 void db_each_sandbox(const char *states, void (*fn)(const struct sandbox *, void *), void *ctx);
 
-/* Meter every running sandbox up to now and debit its agent.  Called once a second. */
+/* Meter every running or paused sandbox up to now and debit its agent.  Once a second. */
 void db_meter_tick(const struct prices *p);
 
 /* Agents with a running sandbox and a balance <= 0. */

@@ -384,9 +384,14 @@ def test_timeout_pauses_and_resume_continues(kilnd, carol, tbox):
     sb = wait_state(kilnd, key, sid, "paused", 240)
     assert sb["reason"] == "timeout"
     assert (kilnd.data / "sandboxes" / sid / "paused").is_dir()
+    _, u1 = usage_of(kilnd, key, sid)
     time.sleep(3)   # still paused: the timeout does not stop or delete it
     status, sb = kilnd.request("GET", f"/v1/sandboxes/{sid}", key=key)
     assert sb["state"] == "paused"
+    # Paused, it runs no more but still holds its disk: only the disk is metered.
+    _, u2 = usage_of(kilnd, key, sid)
+    assert u2["run_seconds"] == u1["run_seconds"], (u1, u2)
+    assert u2["disk_gib_seconds"] > u1["disk_gib_seconds"], (u1, u2)
     status, sb = kilnd.request("POST", f"/v1/sandboxes/{sid}/resume", key=key)
     resumed = time.time()
     assert status == 200 and sb["state"] == "running", sb
