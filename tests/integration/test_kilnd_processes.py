@@ -314,6 +314,18 @@ def test_list_filters_and_pages(kilnd, carol, dave, box, tbox):
                  "invalid_argument", "metadata")
     error_of(kilnd.request("POST", "/v1/sandboxes", {"on_timeout": "stop"}, key=key), 400,
              "invalid_argument", "on_timeout")
+    # The CLI passes the filters (encoded) and the new create options.
+    env = {**os.environ, "KILN_SOCKET": kilnd.sock, "KILN_API_KEY": key}
+    kiln = [str(ROOT / "build" / "kiln"), "sandbox"]
+    r = subprocess.run(kiln + ["ls", "--json", "--metadata", "team=red", "--state", "running"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and [s["id"] for s in json.loads(r.stdout)] == [box["id"]], r
+    r = subprocess.run(kiln + ["ls", "--json", "--metadata", "team=r&d"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and json.loads(r.stdout) == [], r
+    r = subprocess.run(kiln + ["create", "--on-timeout", "stop"], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 125 and "on_timeout" in r.stderr, r
 
 
 def test_total_memory_quota(kilnd, carol, box, tbox):
