@@ -2,7 +2,8 @@
  * sandbox_cmd.c - see sandbox_cmd.h.
  *
  *   kiln sandbox create [--template NAME] [--cpus N] [--memory MIB] [--timeout SEC] [-e K=V]...
- *   kiln sandbox ls [--state STATE]
+ *                       [--on-timeout kill|pause] [--metadata K=V]...
+ *   kiln sandbox ls [--state STATE] [--metadata K=V]...
  *   kiln sandbox rm|pause|resume ID...
  *
  * Common options: --kilnd SOCK (else $KILN_SOCKET, else /run/kiln/kilnd.sock), --key KEY
@@ -23,18 +24,19 @@
 #define EXIT_KILN	125
 
 struct sb_opts {
-	const char *sock, *key, *template, *state;
+	const char *sock, *key, *template, *state, *on_timeout;
 	long cpus, memory, timeout;
 	bool json;
-	json_t *env;
+	json_t *env, *metadata;
 };
 
 static void sb_usage(void)
 {
 	fprintf(stderr,
 		"usage: kiln sandbox create [--template NAME] [--cpus N] [--memory MIB]\n"
-		"                           [--timeout SEC] [-e K=V]...\n"
-		"       kiln sandbox ls [--state STATE]\n"
+		"                           [--timeout SEC] [-e K=V]... [--on-timeout kill|pause]\n"
+		"                           [--metadata K=V]...\n"
+		"       kiln sandbox ls [--state STATE] [--metadata K=V]...\n"
 		"       kiln sandbox rm|pause|resume ID...\n"
 		"       (each with [--kilnd SOCK] [--key KEY] [--json]; KILN_SOCKET, KILN_API_KEY)\n");
 	exit(EXIT_KILN);
@@ -60,6 +62,8 @@ static int sb_parse(int argc, char **argv, struct sb_opts *o)
 		{ "image", required_argument, NULL, 'T' }, { "state", required_argument, NULL, 's' },
 		{ "cpus", required_argument, NULL, 'c' }, { "memory", required_argument, NULL, 'm' },
 		{ "timeout", required_argument, NULL, 't' }, { "env", required_argument, NULL, 'e' },
+		{ "metadata", required_argument, NULL, 'M' },
+		{ "on-timeout", required_argument, NULL, 'O' },
 		{ 0 }
 	};
 	const char *env_sock = getenv("KILN_SOCKET");
@@ -70,6 +74,7 @@ static int sb_parse(int argc, char **argv, struct sb_opts *o)
 	o->sock = env_sock && *env_sock ? env_sock : "/run/kiln/kilnd.sock";
 	o->key = getenv("KILN_API_KEY");
 	o->env = json_object();
+	o->metadata = json_object();
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "+e:", longopts, NULL)) != -1) {
 		switch (c) {
@@ -82,13 +87,16 @@ static int sb_parse(int argc, char **argv, struct sb_opts *o)
 		case 'm': o->memory = positive("--memory", optarg); break;
 		case 't': o->timeout = positive("--timeout", optarg); break;
 		case 'e':
+		case 'M':
 			eq = strchr(optarg, '=');
 			if (!eq || eq == optarg)
 				sb_usage();
 			*eq = 0;
-			json_object_set_new(o->env, optarg, json_string(eq + 1));
+			json_object_set_new(c == 'e' ? o->env : o->metadata, optarg,
+					    json_string(eq + 1));
 			*eq = '=';
 			break;
+		case 'O': o->on_timeout = optarg; break;
 		default: sb_usage();
 		}
 	}
@@ -161,6 +169,10 @@ static int sb_create(const struct sb_opts *o)
 		json_object_set_new(body, "timeout_s", json_integer(o->timeout));
 	if (json_object_size(o->env))
 		json_object_set(body, "env", o->env);
+	if (json_object_size(o->metadata))
+		json_object_set(body, "metadata", o->metadata);
+	if (o->on_timeout)
+		json_object_set_new(body, "on_timeout", json_string(o->on_timeout));
 	sb = call(o, "POST", "/v1/sandboxes", body);
 	if (o->json)
 		print_json(sb);
@@ -171,20 +183,63 @@ static int sb_create(const struct sb_opts *o)
 	return 0;
 }
 
+/* s percent-encoded for a query string. */
+static void put_encoded(FILE *f, const char *s)
+{
+	for (; *s; s++) {
+		unsigned char ch = *s;
+
+		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		    (ch >= '0' && ch <= '9') || strchr("-._~", ch))
+			fputc(ch, f);
+		else
+			fprintf(f, "%%%02X", ch);
+	}
+}
+
+/* The list's path for the page after `after`; malloc'd. */
+static char *ls_path(const struct sb_opts *o, const char *after)
+{
+	char *path = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&path, &len);
+	const char *k;
+	json_t *v;
+
+	if (!f)
+		exit(EXIT_KILN);
+	fputs("/v1/sandboxes?limit=1000", f);
+	if (o->state) {
+		fputs("&state=", f);
+		put_encoded(f, o->state);
+	}
+	json_object_foreach(o->metadata, k, v) {
+		fputs("&metadata.", f);
+		put_encoded(f, k);
+		fputc('=', f);
+		put_encoded(f, json_string_value(v));
+	}
+	if (after[0]) {
+		fputs("&after=", f);
+		put_encoded(f, after);
+	}
+	fclose(f);
+	return path;
+}
+
 /* Every page of the list, through next_after. */
 static int sb_ls(const struct sb_opts *o)
 {
 	json_t *all = json_array();
-	char path[512], after[128] = "";
+	char *path, after[128] = "";
 
 	for (;;) {
 		json_t *page, *list, *sb;
 		size_t i;
 
-		snprintf(path, sizeof(path), "/v1/sandboxes?limit=1000%s%s%s%s",
-			 o->state ? "&state=" : "", o->state ? o->state : "",
-			 after[0] ? "&after=" : "", after);
+		path = ls_path(o, after);
 		page = call(o, "GET", path, NULL);
+		free(path);
 		list = json_object_get(page, "sandboxes");
 		json_array_foreach(list, i, sb)
 			json_array_append(all, sb);
@@ -259,5 +314,6 @@ int cmd_sandbox(int argc, char **argv)
 	else
 		sb_usage();
 	json_decref(o.env);
+	json_decref(o.metadata);
 	return ret;
 }

@@ -2,7 +2,7 @@
  * api_files.c - /v1/sandboxes/{id}/files: upload and download streamed through a pipe to a
  * thread that talks to the guest agent (agent_write_file / agent_read_file copy between a
  * local fd and the guest), so a file of any size passes through a few pipe buffers of memory;
- * and directory listings.
+ * directory listings, stat, mkdir, remove and rename (one agent request each).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +15,7 @@
 
 #include "../client/agent_client.h"
 #include "../host/vmctl.h"
+#include "api_parse.h"
 #include "db.h"
 #include "http.h"
 
@@ -28,23 +29,33 @@ struct upload {
 	struct agent_error ae;
 };
 
-/* A guest file error as an API error: the guest's errno decides the status. */
-static void file_error(struct api_error *e, const struct agent_error *ae, const char *path)
+/* A guest file error as an API error naming field: the guest's errno decides the status. */
+static void file_error_field(struct api_error *e, const struct agent_error *ae,
+			     const char *field, const char *path)
 {
 	const char *msg = ae->message[0] ? ae->message : strerror(ae->err);
 
 	if (ae->err == ENOENT)
-		api_fail(e, 404, "file_not_found", "path", "%.300s: %s", path, msg);
+		api_fail(e, 404, "file_not_found", field, "%.300s: %s", path, msg);
 	else if (ae->err == EACCES || ae->err == EPERM)
-		api_fail(e, 403, "permission_denied", "path", "%.300s: %s", path, msg);
-	else if (ae->err == EISDIR || ae->err == ENOTDIR || ae->err == EINVAL)
-		api_fail(e, 400, "invalid_path", "path", "%.300s: %s", path, msg);
+		api_fail(e, 403, "permission_denied", field, "%.300s: %s", path, msg);
+	else if (ae->err == EEXIST || ae->err == ENOTEMPTY || ae->err == EBUSY)
+		api_fail(e, 409, ae->err == ENOTEMPTY ? "directory_not_empty" : "file_exists",
+			 field, "%.300s: %s", path, msg);
+	else if (ae->err == EISDIR || ae->err == ENOTDIR || ae->err == EINVAL ||
+		 ae->err == ENAMETOOLONG || ae->err == ELOOP || ae->err == EXDEV)
+		api_fail(e, 400, "invalid_path", field, "%.300s: %s", path, msg);
 	else
-		api_fail(e, 502, "file_error", "path", "%.300s: %s", path, msg);
+		api_fail(e, 502, "file_error", field, "%.300s: %s", path, msg);
 }
 
-/* The running sandbox of the request, its path argument and a connection to its agent. */
-static int open_agent(struct request *r, const char **path)
+static void file_error(struct api_error *e, const struct agent_error *ae, const char *path)
+{
+	file_error_field(e, ae, "path", path);
+}
+
+/* A connection to the agent of the request's sandbox, which must be running. */
+static int connect_running(struct request *r)
 {
 	struct agent_error ae = { 0 };
 	char dir[PATH_MAX], sock[PATH_MAX];
@@ -56,16 +67,27 @@ static int open_agent(struct request *r, const char **path)
 	if (strcmp(s.state, "running"))
 		return api_fail(&r->e, 409, "invalid_state", NULL, "the sandbox is %s, not running",
 				s.state);
-	*path = query_arg(r, "path");
-	if (!guest_path_ok(*path))
-		return api_fail(&r->e, 400, "invalid_argument", "path",
-				"path: must be an absolute guest path (?path=/...)");
 	sandbox_dir(s.id, dir, sizeof(dir));
 	vm_sock_path(dir, sock, sizeof(sock));
 	fd = agent_connect(sock, PROTO_AGENT_PORT, 10000, &ae);
 	if (fd < 0)
 		return api_fail(&r->e, 502, "agent_unreachable", NULL, "guest agent: %s", ae.message);
 	return fd;
+}
+
+/* The running sandbox of the request, its path argument and a connection to its agent. */
+static int open_agent(struct request *r, const char **path)
+{
+	/* The sandbox first: a foreign or unknown one is 404 whatever the arguments. */
+	struct sandbox s;
+
+	if (own_sandbox(r, &s))
+		return -1;
+	*path = query_arg(r, "path");
+	if (!guest_path_ok(*path))
+		return api_fail(&r->e, 400, "invalid_argument", "path",
+				"path: must be an absolute guest path (?path=/...)");
+	return connect_running(r);
 }
 
 static void *upload_thread(void *arg)
@@ -332,7 +354,123 @@ static enum MHD_Result list(struct request *r)
 	return reply_json(r, 200, json_pack("{s:s, s:o}", "path", path, "entries", entries));
 }
 
+static const char *type_name(char t)
+{
+	return t == 'f' ? "file" : t == 'd' ? "directory" : t == 'l' ? "symlink" : "other";
+}
+
+static enum MHD_Result stat_path(struct request *r)
+{
+	struct stat_result *st;
+	struct agent_error ae = { 0 };
+	const char *path;
+	json_t *res = NULL;
+	int fd = open_agent(r, &path);
+
+	if (fd < 0)
+		return reply_error(r, &r->e);
+	st = calloc(1, sizeof(*st));
+	if (!st)
+		api_fail(&r->e, 500, "internal", NULL, "out of memory");
+	else if (agent_entries(fd, MSG_STAT, path, 0, on_stat, st, &ae))
+		file_error(&r->e, &ae, path);
+	else if (!st->found)
+		api_fail(&r->e, 502, "file_error", "path", "%.300s: the guest sent no entry", path);
+	else
+		res = json_pack("{s:s, s:s, s:I, s:I, s:I}", "path", path, "type",
+				type_name(st->entry.type), "size", (json_int_t)st->entry.size,
+				"mode", (json_int_t)(st->entry.mode & 07777),
+				"mtime", (json_int_t)st->entry.mtime);
+	close(fd);
+	free(st);
+	return res ? reply_json(r, 200, res) : reply_error(r, &r->e);
+}
+
+/* One request answered by OK or ERROR; field names the path the error is about. */
+static enum MHD_Result simple_op(struct request *r, uint8_t type, const char *path,
+				 const char *path2, uint32_t num, const char *field, json_t *res)
+{
+	struct agent_error ae = { 0 };
+	int fd = connect_running(r), bad;
+
+	if (fd < 0) {
+		json_decref(res);
+		return reply_error(r, &r->e);
+	}
+	bad = agent_simple(fd, type, path, path2, num, &ae);
+	close(fd);
+	if (bad) {
+		json_decref(res);
+		/* a rename whose source exists failed on its destination */
+		if (type == MSG_RENAME && ae.err != ENOENT)
+			field = "to", path = path2;
+		/* mkdir -p over a file: a file is in the way, whichever component it is */
+		if (type == MSG_MKDIR && ae.err == ENOTDIR)
+			ae.err = EEXIST;
+		file_error_field(&r->e, &ae, field, path);
+		return reply_error(r, &r->e);
+	}
+	return reply_json(r, 200, res);
+}
+
+static enum MHD_Result remove_path(struct request *r)
+{
+	struct sandbox s;
+	const char *path = query_arg(r, "path");
+	bool recursive;
+
+	if (own_sandbox(r, &s))
+		return reply_error(r, &r->e);
+	if (!guest_path_ok(path)) {
+		api_fail(&r->e, 400, "invalid_argument", "path",
+			 "path: must be an absolute guest path (?path=/...)");
+		return reply_error(r, &r->e);
+	}
+	if (query_flag(query_arg(r, "recursive"), &recursive)) {
+		api_fail(&r->e, 400, "invalid_argument", "recursive", "recursive: must be 1 or 0");
+		return reply_error(r, &r->e);
+	}
+	return simple_op(r, MSG_REMOVE, path, NULL, recursive, "path",
+			 json_pack("{s:s, s:b}", "removed", path, "recursive", recursive));
+}
+
+/* mkdir and rename take JSON bodies. */
+static enum MHD_Result body_op(struct request *r)
+{
+	json_t *body = body_object(r->body, r->len, &r->e);
+	const char *path, *from, *to;
+	enum MHD_Result ret;
+	struct sandbox s;
+
+	if (!body || own_sandbox(r, &s)) {
+		json_decref(body);
+		return reply_error(r, &r->e);
+	}
+	if (r->m.route == R_FILES_MKDIR)
+		ret = parse_path_body(body, &path, &r->e) ? reply_error(r, &r->e) :
+		      simple_op(r, MSG_MKDIR, path, NULL, 0, "path",
+				json_pack("{s:s}", "path", path));
+	else
+		ret = parse_rename(body, &from, &to, &r->e) ? reply_error(r, &r->e) :
+		      simple_op(r, MSG_RENAME, from, to, 0, "from",
+				json_pack("{s:s, s:s}", "from", from, "to", to));
+	json_decref(body);
+	return ret;
+}
+
 enum MHD_Result api_files(struct request *r)
 {
-	return r->m.route == R_FILES_LIST ? list(r) : download(r);
+	switch (r->m.route) {
+	case R_FILES_LIST:
+		return list(r);
+	case R_FILES_STAT:
+		return stat_path(r);
+	case R_FILES_DELETE:
+		return remove_path(r);
+	case R_FILES_MKDIR:
+	case R_FILES_RENAME:
+		return body_op(r);
+	default:
+		return download(r);
+	}
 }

@@ -9,6 +9,7 @@
 
 #include "../client/agent_client.h"
 #include "../host/vmctl.h"
+#include "api_parse.h"
 #include "db.h"
 #include "http.h"
 #include "sandbox.h"
@@ -57,8 +58,45 @@ static bool state_name_ok(const char *s)
 	return false;
 }
 
+struct filters {
+	struct list_filter f[MAX_LIST_FILTERS];
+	unsigned n;
+	struct api_error *e;
+	bool bad;
+};
+
+/* metadata.KEY=VALUE query arguments become list filters. */
+static enum MHD_Result on_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+			      const char *value)
+{
+	struct filters *fs = cls;
+
+	(void)kind;
+	if (fs->bad || strncmp(key, "metadata.", 9))
+		return MHD_YES;
+	if (!metadata_key_ok(key + 9) || !value || strlen(value) > MAX_METADATA_VALUE) {
+		fs->bad = true;
+		api_fail(fs->e, 400, "invalid_argument", "metadata",
+			 "metadata.KEY=VALUE: KEY must be 1 to %d bytes of [A-Za-z0-9._-] and "
+			 "VALUE at most %d bytes", MAX_METADATA_KEY, MAX_METADATA_VALUE);
+		return MHD_NO;
+	}
+	if (fs->n == MAX_LIST_FILTERS) {
+		fs->bad = true;
+		api_fail(fs->e, 400, "invalid_argument", "metadata",
+			 "metadata: at most %d metadata.KEY=VALUE filters", MAX_LIST_FILTERS);
+		return MHD_NO;
+	}
+	fs->f[fs->n].key = key + 9;
+	fs->f[fs->n++].value = value;
+	return MHD_YES;
+}
+
 static enum MHD_Result list(struct request *r)
 {
+	struct filters fs = { .e = &r->e };
+	json_t *res;
+
 	const char *state = query_arg(r, "state"), *limit_s = query_arg(r, "limit");
 	const char *after = query_arg(r, "after");
 	unsigned long limit = 100;
@@ -81,7 +119,15 @@ static enum MHD_Result list(struct request *r)
 		api_fail(&r->e, 400, "invalid_argument", "after", "after: not a sandbox id");
 		return reply_error(r, &r->e);
 	}
-	return reply_json(r, 200, db_sandbox_list(r->agent.id, state, limit, after));
+	MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, on_arg, &fs);
+	if (fs.bad)
+		return reply_error(r, &r->e);
+	res = db_sandbox_list(r->agent.id, state, limit, after, fs.f, fs.n);
+	if (!res) {
+		api_fail(&r->e, 500, "internal", NULL, "cannot list sandboxes");
+		return reply_error(r, &r->e);
+	}
+	return reply_json(r, 200, res);
 }
 
 static enum MHD_Result set_timeout(struct request *r, const struct sandbox *s)
@@ -100,7 +146,7 @@ static enum MHD_Result set_timeout(struct request *r, const struct sandbox *s)
 		api_fail(&r->e, 409, "invalid_state", NULL, "the sandbox is %s", s->state);
 		return reply_error(r, &r->e);
 	}
-	db_set_expiry(s->id, now_ms() + (int64_t)timeout_s * 1000);
+	db_set_timeout(s->id, timeout_s, now_ms() + (int64_t)timeout_s * 1000);
 	return reply_json(r, 200, db_sandbox_json(s->id));
 }
 

@@ -8,12 +8,14 @@
  */
 #include "db.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "../common/log.h"
 
@@ -49,7 +51,15 @@ static const char *const migrations[] = {
 	"CREATE INDEX ledger_entries_txn ON ledger_entries(txn_id);"
 	"CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);"
 	"INSERT INTO counters VALUES ('sandboxes_created_total', 0);",
+	/* 2: total-memory quotas, on-timeout pause, disk metering */
+	"ALTER TABLE agents ADD COLUMN max_total_memory_mib INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE sandboxes ADD COLUMN on_timeout TEXT NOT NULL DEFAULT 'kill';"
+	"ALTER TABLE sandboxes ADD COLUMN timeout_s INTEGER;"
+	"ALTER TABLE sandboxes ADD COLUMN disk_mib_ms INTEGER NOT NULL DEFAULT 0;",
 };
+
+/* States whose sandbox holds a VM in memory (a paused one is on disk only). */
+#define MEMORY_STATES	"'creating','running','pausing','resuming'"
 
 /*
  * Prepare sql and bind args by the letters of types: 's' a string (NULL binds NULL), 'i' an
@@ -201,9 +211,11 @@ int db_agent_create(const struct agent_req *r, const char *id, const char *key_h
 	int ret;
 
 	lock();
-	ret = run(prep("INSERT INTO agents VALUES (?,?,?,?,?,?,?,?)", "ssssuuui", id, r->name,
+	ret = run(prep("INSERT INTO agents (id, name, key_hash, currency, max_sandboxes, max_cpus, "
+		       "max_memory_mib, created_at, max_total_memory_mib) "
+		       "VALUES (?,?,?,?,?,?,?,?,?)", "ssssuuuiu", id, r->name,
 		       key_hash, r->currency, r->max_sandboxes, r->max_cpus, r->max_memory_mib,
-		       now_ms()));
+		       now_ms(), r->max_total_memory_mib));
 	unlock();
 	return ret;
 }
@@ -219,13 +231,15 @@ static int agent_row(sqlite3_stmt *st, struct agent *a)
 		a->max_sandboxes = sqlite3_column_int(st, 3);
 		a->max_cpus = sqlite3_column_int(st, 4);
 		a->max_memory_mib = sqlite3_column_int(st, 5);
+		a->max_total_memory_mib = sqlite3_column_int(st, 6);
 		ret = 0;
 	}
 	sqlite3_finalize(st);
 	return ret;
 }
 
-#define AGENT_COLS "id, name, currency, max_sandboxes, max_cpus, max_memory_mib"
+#define AGENT_COLS "id, name, currency, max_sandboxes, max_cpus, max_memory_mib, " \
+		   "max_total_memory_mib"
 
 int db_agent_by_key_hash(const char *key_hash, struct agent *a)
 {
@@ -254,10 +268,12 @@ json_t *db_agent_json(const char *id)
 
 	if (db_agent_get(id, &a))
 		return NULL;
-	return json_pack("{s:s, s:s, s:s, s:{s:I, s:I, s:I}}", "id", a.id, "name", a.name,
+	return json_pack("{s:s, s:s, s:s, s:{s:I, s:I, s:I, s:o}}", "id", a.id, "name", a.name,
 			 "currency", a.currency, "quota", "max_sandboxes",
 			 (json_int_t)a.max_sandboxes, "max_cpus", (json_int_t)a.max_cpus,
-			 "max_memory_mib", (json_int_t)a.max_memory_mib);
+			 "max_memory_mib", (json_int_t)a.max_memory_mib, "max_total_memory_mib",
+			 a.max_total_memory_mib ? json_integer(a.max_total_memory_mib) :
+			 json_null());
 }
 
 /* A transaction of two entries: amount from one account to another.  Lock held. */
@@ -358,31 +374,61 @@ json_t *db_wallet_json(const char *agent_id, unsigned limit)
 json_t *db_usage_json(const char *agent_id)
 {
 	json_t *list = json_array();
-	int64_t total_ms_cpu = 0, total_ms_mib = 0, total_cost = 0;
+	int64_t total_ms_cpu = 0, total_ms_mib = 0, total_disk = 0, total_cost = 0;
 	sqlite3_stmt *st;
 
 	lock();
-	st = prep("SELECT id, state, cpus, memory_mib, run_ms, debited_micro FROM sandboxes "
-		  "WHERE agent_id = ? ORDER BY seq", "s", agent_id);
+	st = prep("SELECT id, state, cpus, memory_mib, run_ms, debited_micro, disk_mib_ms "
+		  "FROM sandboxes WHERE agent_id = ? ORDER BY seq", "s", agent_id);
 	while (st && sqlite3_step(st) == SQLITE_ROW) {
 		int64_t cpus = sqlite3_column_int64(st, 2), mib = sqlite3_column_int64(st, 3);
 		int64_t ms = sqlite3_column_int64(st, 4), cost = sqlite3_column_int64(st, 5);
+		int64_t disk = sqlite3_column_int64(st, 6);
 
 		total_ms_cpu += cpus * ms;
 		total_ms_mib += mib * ms;
+		total_disk += disk;
 		total_cost += cost;
 		json_array_append_new(list, json_pack(
-			"{s:s, s:s, s:f, s:f, s:f, s:I}",
+			"{s:s, s:s, s:f, s:f, s:f, s:f, s:I}",
 			"id", (const char *)sqlite3_column_text(st, 0),
 			"state", (const char *)sqlite3_column_text(st, 1),
 			"run_seconds", ms / 1000.0, "vcpu_seconds", cpus * ms / 1000.0,
-			"memory_gib_seconds", mib * ms / 1024000.0, "cost_micro", (json_int_t)cost));
+			"memory_gib_seconds", mib * ms / 1024000.0,
+			"disk_gib_seconds", disk / 1024000.0, "cost_micro", (json_int_t)cost));
 	}
 	sqlite3_finalize(st);
 	unlock();
-	return json_pack("{s:f, s:f, s:I, s:o}", "vcpu_seconds", total_ms_cpu / 1000.0,
-			 "memory_gib_seconds", total_ms_mib / 1024000.0, "cost_micro",
-			 (json_int_t)total_cost, "sandboxes", list);
+	return json_pack("{s:f, s:f, s:f, s:I, s:o}", "vcpu_seconds", total_ms_cpu / 1000.0,
+			 "memory_gib_seconds", total_ms_mib / 1024000.0, "disk_gib_seconds",
+			 total_disk / 1024000.0, "cost_micro", (json_int_t)total_cost,
+			 "sandboxes", list);
+}
+
+/* Would mib more MiB of VMs take the agent past max_total_memory_mib?  Locked. */
+static int memory_quota_locked(const struct agent *a, unsigned mib, struct api_error *e)
+{
+	int64_t used;
+
+	if (!a->max_total_memory_mib)
+		return 0;
+	used = scalar(prep("SELECT total(memory_mib) FROM sandboxes WHERE agent_id = ? AND "
+			   "state IN (" MEMORY_STATES ")", "s", a->id), 0);
+	if (used + mib <= a->max_total_memory_mib)
+		return 0;
+	return api_fail(e, 429, "quota_exceeded", "max_total_memory_mib",
+			"max_total_memory_mib: this agent's running sandboxes use %lld MiB of its "
+			"%u; %u more do not fit", (long long)used, a->max_total_memory_mib, mib);
+}
+
+int db_memory_quota(const struct agent *a, unsigned mib, struct api_error *e)
+{
+	int ret;
+
+	lock();
+	ret = memory_quota_locked(a, mib, e);
+	unlock();
+	return ret;
 }
 
 int db_sandbox_insert(const struct agent *a, const struct sandbox *s, const char *metadata,
@@ -400,11 +446,13 @@ int db_sandbox_insert(const struct agent *a, const struct sandbox *s, const char
 			 "this agent may have at most %u sandboxes at once", a->max_sandboxes);
 		goto out;
 	}
+	if (memory_quota_locked(a, s->memory_mib, e))
+		goto out;
 	if (run(prep("INSERT INTO sandboxes (id, agent_id, state, template, cpus, memory_mib, "
-		     "metadata, created_at, expires_at, updated_at) "
-		     "VALUES (?,?,'creating',?,?,?,?,?,?,?)", "sssuusiii", s->id, a->id,
+		     "metadata, created_at, expires_at, updated_at, on_timeout, timeout_s) "
+		     "VALUES (?,?,'creating',?,?,?,?,?,?,?,?,?)", "sssuusiiisu", s->id, a->id,
 		     s->template, s->cpus, s->memory_mib, metadata, s->created_at, s->expires_at,
-		     now))) {
+		     now, s->pause_on_timeout ? "pause" : "kill", s->timeout_s))) {
 		api_fail(e, 500, "internal", NULL, "cannot record the sandbox");
 		goto out;
 	}
@@ -415,7 +463,8 @@ out:
 	return ret;
 }
 
-#define SANDBOX_COLS "id, agent_id, state, template, cpus, memory_mib, created_at, expires_at"
+#define SANDBOX_COLS "id, agent_id, state, template, cpus, memory_mib, created_at, expires_at, " \
+		     "on_timeout, coalesce(timeout_s, (expires_at - created_at) / 1000)"
 
 static void sandbox_of_row(sqlite3_stmt *st, struct sandbox *s)
 {
@@ -427,6 +476,8 @@ static void sandbox_of_row(sqlite3_stmt *st, struct sandbox *s)
 	s->memory_mib = sqlite3_column_int(st, 5);
 	s->created_at = sqlite3_column_int64(st, 6);
 	s->expires_at = sqlite3_column_int64(st, 7);
+	s->pause_on_timeout = !strcmp((const char *)sqlite3_column_text(st, 8), "pause");
+	s->timeout_s = sqlite3_column_int(st, 9);
 }
 
 int db_sandbox_get(const char *id, const char *agent_id, struct sandbox *s)
@@ -457,7 +508,8 @@ static const char *iso_time(int64_t ms, char *buf, size_t len)
 }
 
 #define SANDBOX_JSON_COLS "id, state, reason, template, cpus, memory_mib, metadata, " \
-			  "created_at, expires_at, run_ms, debited_micro"
+			  "created_at, expires_at, run_ms, debited_micro, on_timeout, " \
+			  "coalesce(timeout_s, (expires_at - created_at) / 1000)"
 
 static json_t *sandbox_json_row(sqlite3_stmt *st)
 {
@@ -476,6 +528,11 @@ static json_t *sandbox_json_row(sqlite3_stmt *st)
 		"run_seconds", sqlite3_column_int64(st, 9) / 1000.0,
 		"cost_micro", (json_int_t)sqlite3_column_int64(st, 10));
 
+	if (o) {
+		json_object_set_new(o, "on_timeout",
+				    json_string((const char *)sqlite3_column_text(st, 11)));
+		json_object_set_new(o, "timeout_s", json_integer(sqlite3_column_int64(st, 12)));
+	}
 	if (o && sqlite3_column_type(st, 2) != SQLITE_NULL)
 		json_object_set_new(o, "reason",
 				    json_string((const char *)sqlite3_column_text(st, 2)));
@@ -497,17 +554,32 @@ json_t *db_sandbox_json(const char *id)
 }
 
 json_t *db_sandbox_list(const char *agent_id, const char *state, unsigned limit,
-			const char *after)
+			const char *after, const struct list_filter *f, unsigned nf)
 {
-	json_t *list = json_array(), *last = NULL;
-	sqlite3_stmt *st;
+	json_t *list = json_array(), *last = NULL, *next;
+	char *sql = NULL, *where = NULL;
+	size_t wlen = 0;
+	FILE *w = open_memstream(&where, &wlen);
+	sqlite3_stmt *st = NULL;
 	unsigned n = 0;
 
+	if (!w)
+		return NULL;
+	/* Keys passed metadata_key_ok (no quotes): safe inside a quoted JSON path. */
+	for (unsigned i = 0; i < nf; i++)
+		fprintf(w, " AND json_extract(metadata, '$.\"%s\"') = ?%u", f[i].key, 5 + i);
+	fclose(w);
+	if (asprintf(&sql, "SELECT " SANDBOX_JSON_COLS " FROM sandboxes WHERE agent_id = ?1 "
+		     "AND (?2 IS NULL OR state = ?2) "
+		     "AND (?3 IS NULL OR seq > (SELECT seq FROM sandboxes WHERE id = ?3 AND "
+		     "agent_id = ?1))%s ORDER BY seq LIMIT ?4", where) < 0)
+		sql = NULL;
+	free(where);
 	lock();
-	st = prep("SELECT " SANDBOX_JSON_COLS " FROM sandboxes WHERE agent_id = ?1 "
-		  "AND (?2 IS NULL OR state = ?2) "
-		  "AND (?3 IS NULL OR seq > (SELECT seq FROM sandboxes WHERE id = ?3 AND agent_id = ?1)) "
-		  "ORDER BY seq LIMIT ?4", "sssu", agent_id, state, after, limit + 1);
+	if (sql)
+		st = prep(sql, "sssu", agent_id, state, after, limit + 1);
+	for (unsigned i = 0; st && i < nf; i++)
+		sqlite3_bind_text(st, 5 + i, f[i].value, -1, SQLITE_TRANSIENT);
 	while (st && sqlite3_step(st) == SQLITE_ROW) {
 		if (n++ == limit)
 			break;
@@ -516,20 +588,35 @@ json_t *db_sandbox_list(const char *agent_id, const char *state, unsigned limit,
 	}
 	sqlite3_finalize(st);
 	unlock();
+	free(sql);
 	/* A cursor only when there is more. */
-	return json_pack("{s:o, s:o}", "sandboxes", list, "next_after",
-			 n > limit && last ? json_incref(json_object_get(last, "id")) : json_null());
+	next = n > limit && last ? json_incref(json_object_get(last, "id")) : json_null();
+	return json_pack("{s:o, s:O, s:o}", "sandboxes", list, "next", next, "next_after", next);
 }
 
-/* The run time since the last reading of sandbox id (running), added and debited.  Locked. */
+/* MiB-milliseconds of the scratch disk's allocated size over ms milliseconds: its size now
+ * stands for the whole interval (a second between readings). */
+static int64_t disk_mib_ms_since(const char *id, int64_t ms)
+{
+	char path[PATH_MAX + 80];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/%s/scratch.ext4", cfg.sandboxes_dir, id);
+	if (stat(path, &st) < 0)
+		return 0;
+	return (int64_t)((double)st.st_blocks * 512 / (1024.0 * 1024.0) * (double)ms);
+}
+
+/* The usage since the last reading of sandbox id, added and debited: run time while it runs,
+ * its scratch disk while it runs or is paused (the disk is kept either way).  Locked. */
 static void meter_locked(const char *id, const struct prices *p, int64_t now)
 {
 	sqlite3_stmt *st = prep("SELECT s.agent_id, s.cpus, s.memory_mib, s.run_ms, s.metered_at, "
-				"s.debited_micro, a.currency FROM sandboxes s JOIN agents a "
-				"ON a.id = s.agent_id WHERE s.id = ? AND s.state = 'running'",
-				"s", id);
+				"s.debited_micro, a.currency, s.disk_mib_ms, s.state "
+				"FROM sandboxes s JOIN agents a ON a.id = s.agent_id "
+				"WHERE s.id = ? AND s.state IN ('running', 'paused')", "s", id);
 	char agent[64], currency[8], wallet[80];
-	int64_t run_ms, cost, due, txn, minute = now / 60000;
+	int64_t run_ms, cost, due, txn, minute = now / 60000, disk_mib_ms;
 	unsigned cpus, mib;
 
 	if (!st || sqlite3_step(st) != SQLITE_ROW) {
@@ -541,13 +628,19 @@ static void meter_locked(const char *id, const struct prices *p, int64_t now)
 	cpus = sqlite3_column_int(st, 1);
 	mib = sqlite3_column_int(st, 2);
 	run_ms = sqlite3_column_int64(st, 3);
-	if (sqlite3_column_type(st, 4) != SQLITE_NULL && now > sqlite3_column_int64(st, 4))
+	if (sqlite3_column_type(st, 4) != SQLITE_NULL && now > sqlite3_column_int64(st, 4) &&
+	    !strcmp((const char *)sqlite3_column_text(st, 8), "running"))
 		run_ms += now - sqlite3_column_int64(st, 4);
+	disk_mib_ms = sqlite3_column_int64(st, 7);
+	if (sqlite3_column_type(st, 4) != SQLITE_NULL && now > sqlite3_column_int64(st, 4))
+		disk_mib_ms += disk_mib_ms_since(id, now - sqlite3_column_int64(st, 4));
 	cost = ledger_cost_micro(run_ms, cpus, mib, p);
+	cost = ledger_add(cost, ledger_disk_cost_micro(disk_mib_ms, p));
 	due = ledger_debit_due(cost, sqlite3_column_int64(st, 5));
 	sqlite3_finalize(st);
-	run(prep("UPDATE sandboxes SET run_ms = ?, metered_at = ?, debited_micro = ? WHERE id = ?",
-		 "iiis", run_ms, now, cost > 0 ? cost : 0, id));
+	run(prep("UPDATE sandboxes SET run_ms = ?, metered_at = ?, debited_micro = ?, "
+		 "disk_mib_ms = ? WHERE id = ?", "iiiis", run_ms, now, cost > 0 ? cost : 0,
+		 disk_mib_ms, id));
 	if (due <= 0)
 		return;
 	wallet_account(agent, wallet, sizeof(wallet));
@@ -597,10 +690,11 @@ bool db_transition(const char *id, const char *from, const char *to, const char 
 	sqlite3_finalize(st);
 	if (!state_in(state, from))
 		goto out;
-	if (!strcmp(state, "running"))
+	if (!strcmp(state, "running") || !strcmp(state, "paused"))
 		meter_locked(id, &cfg.prices, now);
 	ok = run(prep("UPDATE sandboxes SET state = ?, reason = ?, updated_at = ?, "
-		      "metered_at = CASE WHEN ?1 = 'running' THEN ? ELSE NULL END WHERE id = ?",
+		      "metered_at = CASE WHEN ?1 IN ('running', 'paused') THEN ? ELSE NULL END "
+		      "WHERE id = ?",
 		      "ssiis", to, reason, now, now, id)) == 0;
 out:
 	commit();
@@ -615,6 +709,17 @@ int db_set_expiry(const char *id, int64_t expires_at)
 	lock();
 	ret = run(prep("UPDATE sandboxes SET expires_at = ?, updated_at = ? WHERE id = ?", "iis",
 		       expires_at, now_ms(), id));
+	unlock();
+	return ret;
+}
+
+int db_set_timeout(const char *id, unsigned timeout_s, int64_t expires_at)
+{
+	int ret;
+
+	lock();
+	ret = run(prep("UPDATE sandboxes SET expires_at = ?, timeout_s = ?, updated_at = ? "
+		       "WHERE id = ?", "iuis", expires_at, timeout_s, now_ms(), id));
 	unlock();
 	return ret;
 }
@@ -669,7 +774,7 @@ static void meter_one(const struct sandbox *s, void *ctx)
 
 void db_meter_tick(const struct prices *p)
 {
-	db_each_sandbox("running", meter_one, (void *)p);
+	db_each_sandbox("running|paused", meter_one, (void *)p);
 }
 
 void db_each_broke_agent(void (*fn)(const char *agent_id, void *), void *ctx)

@@ -40,23 +40,39 @@ int db_sandbox_insert(const struct agent *a, const struct sandbox *s, const char
 /* The sandbox id; agent_id NULL for any agent.  0, or -1 if there is none. */
 int db_sandbox_get(const char *id, const char *agent_id, struct sandbox *s);
 json_t *db_sandbox_json(const char *id);
+/* metadata.KEY=VALUE filters of a list; keys pass metadata_key_ok. */
+struct list_filter {
+	const char *key, *value;
+};
+
+#define MAX_LIST_FILTERS	8
+
+/* A page in creation order after the sandbox `after`; "next" names the last when there is
+ * more. */
 json_t *db_sandbox_list(const char *agent_id, const char *state, unsigned limit,
-			const char *after);
+			const char *after, const struct list_filter *f, unsigned nf);
+
+/* Would mib more MiB of running VMs exceed the agent's max_total_memory_mib?  0, or -1 with
+ * e set (429 quota_exceeded). */
+int db_memory_quota(const struct agent *a, unsigned mib, struct api_error *e);
 
 /*
  * Move a sandbox from one of the states in from ("running|paused") to state `to`, with a
- * reason (may be NULL).  Leaving running takes a last meter reading and debits it; entering
- * running starts the meter.  true if the sandbox was in one of from.
+ * reason (may be NULL).  Leaving running or paused takes a last meter reading and debits it;
+ * entering either starts the meter (paused: the disk only).  true if the sandbox was in one
+ * of from.
  */
 bool db_transition(const char *id, const char *from, const char *to, const char *reason);
 
 int db_set_expiry(const char *id, int64_t expires_at);
+/* A new timeout: it also becomes the one a resume after a timeout pause restarts. */
+int db_set_timeout(const char *id, unsigned timeout_s, int64_t expires_at);
 void db_count_create(void);
 
 /* Sandboxes in one of the states (same "a|b" form), with their agents; calls fn for each. */
 void db_each_sandbox(const char *states, void (*fn)(const struct sandbox *, void *), void *ctx);
 
-/* Meter every running sandbox up to now and debit its agent.  Called once a second. */
+/* Meter every running or paused sandbox up to now and debit its agent.  Once a second. */
 void db_meter_tick(const struct prices *p);
 
 /* Agents with a running sandbox and a balance <= 0. */

@@ -124,7 +124,17 @@ static enum MHD_Result dispatch(struct request *r)
 		return upload_finish(r);
 	case R_FILES_GET:
 	case R_FILES_LIST:
+	case R_FILES_STAT:
+	case R_FILES_MKDIR:
+	case R_FILES_DELETE:
+	case R_FILES_RENAME:
 		return api_files(r);
+	case R_PROCS_START:
+	case R_PROCS_LIST:
+	case R_PROC_SIGNAL:
+	case R_PROC_STDIN:
+	case R_PROC_OUTPUT:
+		return api_processes(r);
 	default:
 		return api_sandboxes(r);
 	}

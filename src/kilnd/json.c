@@ -3,6 +3,8 @@
  */
 #include "json.h"
 
+#include "api_parse.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,8 +160,8 @@ static int get_env(json_t *obj, json_t **out, struct api_error *e)
 int parse_create(json_t *body, struct create_req *r, struct api_error *e)
 {
 	static const char *const fields[] = { "template", "cpus", "memory_mib", "timeout_s",
-					      "env", "metadata", NULL };
-	const char *tmpl;
+					      "env", "metadata", "on_timeout", NULL };
+	const char *tmpl, *on_timeout;
 	json_t *md;
 
 	memset(r, 0, sizeof(*r));
@@ -175,20 +177,16 @@ int parse_create(json_t *body, struct create_req *r, struct api_error *e)
 	snprintf(r->template, sizeof(r->template), "%s", tmpl ? tmpl : "base");
 	md = json_object_get(body, "metadata");
 	if (md && !json_is_null(md)) {
-		char *text;
-		size_t n;
-
-		if (!json_is_object(md))
-			return api_fail(e, 400, "invalid_argument", "metadata",
-					"metadata: must be an object");
-		text = json_dumps(md, JSON_COMPACT);
-		n = text ? strlen(text) : 0;
-		free(text);
-		if (n > MAX_METADATA_BYTES)
-			return api_fail(e, 400, "invalid_argument", "metadata",
-					"metadata: at most %d bytes of JSON", MAX_METADATA_BYTES);
+		if (check_metadata(md, e))
+			return -1;
 		r->metadata = md;
 	}
+	if (get_string(body, "on_timeout", 16, &on_timeout, e))
+		return -1;
+	if (on_timeout && strcmp(on_timeout, "kill") && strcmp(on_timeout, "pause"))
+		return api_fail(e, 400, "invalid_argument", "on_timeout",
+				"on_timeout: must be \"kill\" or \"pause\"");
+	r->pause_on_timeout = on_timeout && !strcmp(on_timeout, "pause");
 	return 0;
 }
 
@@ -312,7 +310,7 @@ static int get_currency(json_t *body, char *out, size_t len, struct api_error *e
 int parse_agent(json_t *body, struct agent_req *r, struct api_error *e)
 {
 	static const char *const fields[] = { "name", "currency", "max_sandboxes", "max_cpus",
-					      "max_memory_mib", NULL };
+					      "max_memory_mib", "max_total_memory_mib", NULL };
 	const char *name;
 
 	memset(r, 0, sizeof(*r));
@@ -321,7 +319,9 @@ int parse_agent(json_t *body, struct agent_req *r, struct api_error *e)
 	    get_uint(body, "max_sandboxes", 0, 10000, 10, &r->max_sandboxes, e) ||
 	    get_uint(body, "max_cpus", 1, MAX_CPUS, 4, &r->max_cpus, e) ||
 	    get_uint(body, "max_memory_mib", MIN_MEMORY_MIB, MAX_MEMORY_MIB, 4096,
-		     &r->max_memory_mib, e))
+		     &r->max_memory_mib, e) ||
+	    get_uint(body, "max_total_memory_mib", MIN_MEMORY_MIB, 64 * MAX_MEMORY_MIB, 0,
+		     &r->max_total_memory_mib, e))
 		return -1;
 	if (name && !name_ok(name, true))
 		return api_fail(e, 400, "invalid_argument", "name",

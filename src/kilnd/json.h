@@ -44,7 +44,8 @@ struct create_req {
 	char template[64];
 	unsigned cpus, memory_mib, timeout_s;
 	json_t *env;		/* object of strings, borrowed from the body, or NULL */
-	json_t *metadata;	/* object, borrowed, or NULL */
+	json_t *metadata;	/* object of strings, borrowed, or NULL */
+	bool pause_on_timeout;	/* on_timeout: "pause" (else "kill") */
 };
 
 struct exec_req {
@@ -59,6 +60,7 @@ struct agent_req {
 	char name[64];
 	char currency[8];
 	unsigned max_sandboxes, max_cpus, max_memory_mib;
+	unsigned max_total_memory_mib;	/* 0: no limit */
 };
 
 int parse_create(json_t *body, struct create_req *r, struct api_error *e);

@@ -39,6 +39,7 @@ struct agent {
 	char name[64];
 	char currency[8];
 	unsigned max_sandboxes, max_cpus, max_memory_mib;
+	unsigned max_total_memory_mib;	/* over sandboxes holding a VM; 0: no limit */
 };
 
 struct sandbox {
@@ -48,6 +49,8 @@ struct sandbox {
 	char template[64];
 	unsigned cpus, memory_mib;
 	int64_t created_at, expires_at;
+	bool pause_on_timeout;		/* on_timeout "pause": keep it on disk */
+	unsigned timeout_s;		/* restarted on resume after a timeout pause */
 };
 
 /* Milliseconds of wall-clock time (the ledger's and the meter's clock). */

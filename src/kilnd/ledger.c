@@ -13,6 +13,7 @@ void prices_default(struct prices *p)
 {
 	p->vcpu_second = DEFAULT_VCPU_SECOND;
 	p->gib_second = DEFAULT_GIB_SECOND;
+	p->disk_gib_second = DEFAULT_DISK_GIB_SECOND;
 }
 
 static char *trim(char *s)
@@ -59,8 +60,11 @@ int prices_parse_line(const char *line, struct prices *p, char *err, size_t errl
 		p->vcpu_second = v;
 	else if (!strcmp(key, "gib_second"))
 		p->gib_second = v;
+	else if (!strcmp(key, "disk_gib_second"))
+		p->disk_gib_second = v;
 	else {
-		snprintf(err, errlen, "unknown price '%s' (vcpu_second, gib_second)", key);
+		snprintf(err, errlen, "unknown price '%s' (vcpu_second, gib_second, "
+			 "disk_gib_second)", key);
 		return -1;
 	}
 	return 0;
@@ -75,6 +79,21 @@ int64_t ledger_cost_micro(uint64_t run_ms, unsigned cpus, unsigned memory_mib,
 	unsigned __int128 cost = rate * run_ms / (1024 * 1000);
 
 	return cost > INT64_MAX ? INT64_MAX : (int64_t)cost;
+}
+
+int64_t ledger_disk_cost_micro(int64_t disk_mib_ms, const struct prices *p)
+{
+	unsigned __int128 cost;
+
+	if (disk_mib_ms <= 0)
+		return 0;
+	cost = (unsigned __int128)disk_mib_ms * p->disk_gib_second / (1024 * 1000);
+	return cost > INT64_MAX ? INT64_MAX : (int64_t)cost;
+}
+
+int64_t ledger_add(int64_t a, int64_t b)
+{
+	return a > INT64_MAX - b ? INT64_MAX : a + b;
 }
 
 int64_t ledger_debit_due(int64_t cost_so_far, int64_t debited)

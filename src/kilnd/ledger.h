@@ -15,10 +15,12 @@
 struct prices {
 	uint64_t vcpu_second;	/* micro-units per vCPU-second */
 	uint64_t gib_second;	/* micro-units per GiB-second of memory */
+	uint64_t disk_gib_second;	/* micro-units per GiB-second of scratch disk in use */
 };
 
 #define DEFAULT_VCPU_SECOND	14	/* about $0.05 a vCPU-hour */
 #define DEFAULT_GIB_SECOND	5	/* about $0.018 a GiB-hour */
+#define DEFAULT_DISK_GIB_SECOND	0	/* disk is cheap: below one micro-unit a GiB-second */
 
 void prices_default(struct prices *p);
 
@@ -30,6 +32,12 @@ int prices_parse_line(const char *line, struct prices *p, char *err, size_t errl
  * down; saturates at INT64_MAX rather than wrap. */
 int64_t ledger_cost_micro(uint64_t run_ms, unsigned cpus, unsigned memory_mib,
 			  const struct prices *p);
+
+/* Cost of disk_mib_ms MiB-milliseconds of scratch disk, rounded down; saturates. */
+int64_t ledger_disk_cost_micro(int64_t disk_mib_ms, const struct prices *p);
+
+/* a + b for non-negative costs, saturating at INT64_MAX. */
+int64_t ledger_add(int64_t a, int64_t b);
 
 /* What to debit now: the cost so far minus what was debited already (never negative). */
 int64_t ledger_debit_due(int64_t cost_so_far, int64_t debited);

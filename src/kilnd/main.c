@@ -184,6 +184,7 @@ int main(int argc, char **argv)
 
 	sigwait(&sigs, &sig);
 	log_info("signal %d: stopping (sandboxes keep running)", sig);
+	processes_stop();
 	http_stop();
 	meter_stop();
 	db_close();

@@ -1,6 +1,6 @@
 /*
  * router.c - see router.h.  Routes are a table of method, path pattern and flags; a pattern
- * segment "{id}" matches one identifier.
+ * segment "{id}" matches one identifier, "{pid}" one process id.
  */
 #include "router.h"
 
@@ -31,6 +31,15 @@ static const struct route_def routes[] = {
 	{ "PUT", "/v1/sandboxes/{id}/files", R_FILES_PUT, false, true },
 	{ "GET", "/v1/sandboxes/{id}/files", R_FILES_GET, false, true },
 	{ "GET", "/v1/sandboxes/{id}/files/list", R_FILES_LIST, false, true },
+	{ "GET", "/v1/sandboxes/{id}/files/stat", R_FILES_STAT, false, true },
+	{ "POST", "/v1/sandboxes/{id}/files/mkdir", R_FILES_MKDIR, false, true },
+	{ "DELETE", "/v1/sandboxes/{id}/files", R_FILES_DELETE, false, true },
+	{ "POST", "/v1/sandboxes/{id}/files/rename", R_FILES_RENAME, false, true },
+	{ "POST", "/v1/sandboxes/{id}/processes", R_PROCS_START, false, true },
+	{ "GET", "/v1/sandboxes/{id}/processes", R_PROCS_LIST, false, true },
+	{ "POST", "/v1/sandboxes/{id}/processes/{pid}/signal", R_PROC_SIGNAL, false, true },
+	{ "POST", "/v1/sandboxes/{id}/processes/{pid}/stdin", R_PROC_STDIN, false, true },
+	{ "GET", "/v1/sandboxes/{id}/processes/{pid}/output", R_PROC_OUTPUT, false, true },
 };
 
 static bool id_char(char c)
@@ -38,10 +47,39 @@ static bool id_char(char c)
 	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
 }
 
-/* Does path match pattern?  The {id} segment, if any, is copied to id. */
-static bool path_matches(const char *pattern, const char *path, char *id)
+/* A {pid} segment at path: its length, or 0 if it is not one. */
+static size_t pid_segment(const char *path, unsigned *pid)
+{
+	unsigned long long v = 0;
+	size_t n = 0;
+
+	if (path[0] == '0')
+		return 0;
+	while (path[n] >= '0' && path[n] <= '9') {
+		if (n == 10)
+			return 0;
+		v = v * 10 + (unsigned)(path[n] - '0');
+		n++;
+	}
+	if (n == 0 || (path[n] && path[n] != '/') || v > 0x7fffffff)
+		return 0;
+	*pid = (unsigned)v;
+	return n;
+}
+
+/* Does path match pattern?  The {id} segment, if any, is copied to id, {pid} to pid. */
+static bool path_matches(const char *pattern, const char *path, char *id, unsigned *pid)
 {
 	while (*pattern && *path) {
+		if (!strncmp(pattern, "{pid}", 5)) {
+			size_t n = pid_segment(path, pid);
+
+			if (!n)
+				return false;
+			path += n;
+			pattern += 5;
+			continue;
+		}
 		if (!strncmp(pattern, "{id}", 4)) {
 			size_t n = 0;
 
@@ -70,13 +108,15 @@ int router_match(const char *method, const char *path, struct route_match *m)
 {
 	bool path_known = false;
 	char id[ROUTE_ID_MAX];
+	unsigned pid = 0;
 
 	memset(m, 0, sizeof(*m));
 	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
 		const struct route_def *r = &routes[i];
 
 		id[0] = 0;
-		if (!path_matches(r->pattern, path, id))
+		pid = 0;
+		if (!path_matches(r->pattern, path, id, &pid))
 			continue;
 		if (strcmp(r->method, method)) {
 			size_t used = strlen(m->allow);
@@ -91,6 +131,7 @@ int router_match(const char *method, const char *path, struct route_match *m)
 		m->admin = r->admin;
 		m->agent = r->agent;
 		memcpy(m->id, id, sizeof(id));
+		m->pid = pid;
 		m->allow[0] = 0;
 		return 200;
 	}

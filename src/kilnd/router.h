@@ -16,6 +16,8 @@ enum route {
 	R_SANDBOX_GET, R_SANDBOX_DELETE,
 	R_SANDBOX_PAUSE, R_SANDBOX_RESUME, R_SANDBOX_TIMEOUT, R_SANDBOX_EXEC,
 	R_FILES_PUT, R_FILES_GET, R_FILES_LIST,
+	R_PROCS_START, R_PROCS_LIST, R_PROC_SIGNAL, R_PROC_STDIN, R_PROC_OUTPUT,
+	R_FILES_STAT, R_FILES_MKDIR, R_FILES_DELETE, R_FILES_RENAME,
 };
 
 #define ROUTE_ID_MAX	64
@@ -25,11 +27,13 @@ struct route_match {
 	bool admin;			/* only the admin key may call it */
 	bool agent;			/* only an agent key may call it */
 	char id[ROUTE_ID_MAX];		/* the {id} segment, if the route has one */
+	unsigned pid;			/* the {pid} segment: 1 to 2^31-1 */
 	char allow[64];			/* on 405: the methods the path accepts */
 };
 
 /* 200 and m filled in, 404 for an unknown path, 405 for a known path with another method.
- * path excludes the query string.  An {id} must be 1-63 characters of [a-z0-9-]. */
+ * path excludes the query string.  An {id} must be 1-63 characters of [a-z0-9-]; a {pid}
+ * 1-10 decimal digits without a leading zero, at most 2^31-1 (a Linux pid). */
 int router_match(const char *method, const char *path, struct route_match *m);
 
 #endif

@@ -89,6 +89,8 @@ int sandbox_create(const struct agent *a, const struct create_req *r, json_t **o
 	s.memory_mib = r->memory_mib;
 	s.created_at = now;
 	s.expires_at = now + (int64_t)r->timeout_s * 1000;
+	s.timeout_s = r->timeout_s;
+	s.pause_on_timeout = r->pause_on_timeout;
 	if (r->metadata)
 		md = json_dumps(r->metadata, JSON_COMPACT | JSON_SORT_KEYS);
 	if (db_sandbox_insert(a, &s, md, e)) {
@@ -148,9 +150,15 @@ int sandbox_resume(const struct sandbox *s, struct api_error *e)
 	struct agent_error ae = { 0 };
 	char dir[PATH_MAX];
 
+	struct agent a;
+
 	if (db_balance(s->agent_id) <= 0)
 		return api_fail(e, 402, "payment_required", NULL,
 				"the agent's wallet is empty: credit it to resume sandboxes");
+	/* A paused sandbox holds no memory; running again counts against the quota. */
+	if (strcmp(s->state, "paused") == 0 && db_agent_get(s->agent_id, &a) == 0 &&
+	    db_memory_quota(&a, s->memory_mib, e))
+		return -1;
 	if (!db_transition(s->id, "paused", "resuming", NULL))
 		return conflict(s, "resume", e);
 	sandbox_dir(s->id, dir, sizeof(dir));
@@ -158,6 +166,9 @@ int sandbox_resume(const struct sandbox *s, struct api_error *e)
 		db_transition(s->id, "resuming", "paused", ae.message);
 		return api_fail(e, 500, "resume_failed", NULL, "resume: %s", ae.message);
 	}
+	/* A sandbox that pauses on timeout gets its whole timeout again. */
+	if (s->pause_on_timeout)
+		db_set_expiry(s->id, now_ms() + (int64_t)s->timeout_s * 1000);
 	db_transition(s->id, "resuming", "running", NULL);
 	return 0;
 }
@@ -176,8 +187,18 @@ int sandbox_delete(const struct sandbox *s, struct api_error *e)
 
 void sandbox_expire(const struct sandbox *s)
 {
+	struct api_error e;
 	char dir[PATH_MAX];
 
+	if (s->pause_on_timeout) {
+		/* Paused on disk, it waits for a resume however long it takes. */
+		if (strcmp(s->state, "running"))
+			return;
+		log_info("sandbox %s: timeout, pausing it", s->id);
+		if (sandbox_pause(s, "timeout", &e))
+			log_warn("sandbox %s: %s", s->id, e.message);
+		return;
+	}
 	if (!db_transition(s->id, "running|paused", "deleting", "timeout"))
 		return;
 	log_info("sandbox %s: timeout, stopping it", s->id);

@@ -186,7 +186,7 @@ def test_openapi_document_matches_the_server(kilnd, bob):
     for method, path in sorted(documented):
         key = kilnd.admin if path.startswith("/v1/agents") else bob["api_key"]
         raw = b'{"bogus_field": 1}' if method in ("POST", "PUT") else None
-        status, body = kilnd.request(method, path.replace("{id}", "no-such-1"), key=key,
+        status, body = kilnd.request(method, path.replace("{id}", "no-such-1").replace("{pid}", "1"), key=key,
                                      raw=raw)
         assert status != 405, (method, path)
         if status >= 400:

@@ -53,8 +53,10 @@ static void test_create_defaults(void **state)
 	assert_null(r.metadata);
 	json_decref(v);
 	v = parse("{\"template\": \"python\", \"cpus\": 32, \"memory_mib\": 65536, "
-		  "\"timeout_s\": 1, \"env\": {\"A_1\": \"x=y\"}, \"metadata\": {\"k\": [1]}}");
+		  "\"timeout_s\": 1, \"env\": {\"A_1\": \"x=y\"}, \"metadata\": {\"k\": \"v\"}, "
+		  "\"on_timeout\": \"pause\"}");
 	assert_int_equal(parse_create(v, &r, &e), 0);
+	assert_true(r.pause_on_timeout);
 	assert_string_equal(r.template, "python");
 	assert_int_equal(r.cpus, 32);
 	assert_int_equal(r.memory_mib, 65536);
@@ -86,6 +88,9 @@ static void test_create_rejects(void **state)
 	create_fails("{\"env\": {\"\": \"1\"}}", "env");
 	create_fails("{\"env\": {\"A\": null}}", "env");
 	create_fails("{\"metadata\": [1]}", "metadata");
+	create_fails("{\"metadata\": {\"k\": [1]}}", "metadata");
+	create_fails("{\"on_timeout\": \"never\"}", "on_timeout");
+	create_fails("{\"on_timeout\": true}", "on_timeout");
 	create_fails("{\"extra\": 1}", "extra");
 }
 

@@ -21,7 +21,7 @@ static void test_cost(void **state)
 	assert_int_equal(ledger_cost_micro(1000, 1, 256, &p), 1000);
 	assert_int_equal(ledger_cost_micro(6000, 2, 256, &p), 12000);
 	assert_int_equal(ledger_cost_micro(1, 1, 256, &p), 1);
-	assert_int_equal(ledger_cost_micro(999, 1, 0, &(struct prices){ 1, 0 }), 0);
+	assert_int_equal(ledger_cost_micro(999, 1, 0, &(struct prices){ .vcpu_second = 1 }), 0);
 	/* one GiB for one second, and 256 MiB for four */
 	p = (struct prices){ .vcpu_second = 0, .gib_second = 1024 };
 	assert_int_equal(ledger_cost_micro(1000, 1, 1024, &p), 1024);
@@ -79,6 +79,24 @@ static void test_prices_lines(void **state)
 	assert_int_equal(prices_parse_line("gib_second = 99999999999999999999", &p, err,
 					   sizeof(err)), -1);
 	assert_int_equal(p.vcpu_second, 25);
+	assert_int_equal(p.disk_gib_second, DEFAULT_DISK_GIB_SECOND);
+	assert_int_equal(prices_parse_line("disk_gib_second = 7", &p, err, sizeof(err)), 0);
+	assert_int_equal(p.disk_gib_second, 7);
+}
+
+static void test_disk_cost(void **state)
+{
+	struct prices p = { .disk_gib_second = 1000 };
+
+	(void)state;
+	/* 1 GiB for one second: 1024 MiB * 1000 ms */
+	assert_int_equal(ledger_disk_cost_micro(1024 * 1000, &p), 1000);
+	assert_int_equal(ledger_disk_cost_micro(1023, &p), 0);	/* rounded down */
+	assert_int_equal(ledger_disk_cost_micro(-5, &p), 0);
+	p.disk_gib_second = 1000000000;
+	assert_int_equal(ledger_disk_cost_micro(INT64_MAX, &p), INT64_MAX);
+	assert_int_equal(ledger_add(INT64_MAX - 1, 5), INT64_MAX);
+	assert_int_equal(ledger_add(2, 3), 5);
 }
 
 int main(void)
@@ -88,6 +106,7 @@ int main(void)
 		cmocka_unit_test(test_cost_saturates),
 		cmocka_unit_test(test_ticks_add_up),
 		cmocka_unit_test(test_prices_lines),
+		cmocka_unit_test(test_disk_cost),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

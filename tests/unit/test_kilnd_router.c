@@ -32,6 +32,12 @@ static void test_routes(void **state)
 		{ "PUT", "/v1/sandboxes/x/files", R_FILES_PUT, "x" },
 		{ "GET", "/v1/sandboxes/x/files", R_FILES_GET, "x" },
 		{ "GET", "/v1/sandboxes/x/files/list", R_FILES_LIST, "x" },
+		{ "GET", "/v1/sandboxes/x/files/stat", R_FILES_STAT, "x" },
+		{ "POST", "/v1/sandboxes/x/files/mkdir", R_FILES_MKDIR, "x" },
+		{ "DELETE", "/v1/sandboxes/x/files", R_FILES_DELETE, "x" },
+		{ "POST", "/v1/sandboxes/x/files/rename", R_FILES_RENAME, "x" },
+		{ "POST", "/v1/sandboxes/x/processes", R_PROCS_START, "x" },
+		{ "GET", "/v1/sandboxes/x/processes", R_PROCS_LIST, "x" },
 	};
 	struct route_match m;
 
@@ -85,9 +91,49 @@ static void test_unknown_and_hostile_paths_are_404(void **state)
 	assert_int_equal(strlen(m.id), 63);
 }
 
+static void test_pid_segment(void **state)
+{
+	static const struct { const char *path; enum route route; unsigned pid; } ok[] = {
+		{ "/v1/sandboxes/sb-1/processes/1/signal", R_PROC_SIGNAL, 1 },
+		{ "/v1/sandboxes/sb-1/processes/42/stdin", R_PROC_STDIN, 42 },
+		{ "/v1/sandboxes/sb-1/processes/2147483647/output", R_PROC_OUTPUT, 2147483647u },
+	};
+	static const char *const bad[] = {
+		"/v1/sandboxes/sb-1/processes/0/signal",
+		"/v1/sandboxes/sb-1/processes/01/signal",
+		"/v1/sandboxes/sb-1/processes/-1/signal",
+		"/v1/sandboxes/sb-1/processes/+1/signal",
+		"/v1/sandboxes/sb-1/processes/2147483648/signal",
+		"/v1/sandboxes/sb-1/processes/99999999999/signal",
+		"/v1/sandboxes/sb-1/processes/12a/signal",
+		"/v1/sandboxes/sb-1/processes//signal",
+		"/v1/sandboxes/sb-1/processes/1",
+		"/v1/sandboxes/sb-1/processes/1/signal/",
+		"/v1/sandboxes/sb-1/processes/{pid}/signal",
+	};
+	struct route_match m;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		const char *method = ok[i].route == R_PROC_OUTPUT ? "GET" : "POST";
+
+		assert_int_equal(router_match(method, ok[i].path, &m), 200);
+		assert_int_equal(m.route, ok[i].route);
+		assert_int_equal(m.pid, ok[i].pid);
+		assert_string_equal(m.id, "sb-1");
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(router_match("POST", bad[i], &m), 404);
+	assert_int_equal(router_match("GET", "/v1/sandboxes/sb-1/processes/7/signal", &m), 405);
+	assert_string_equal(m.allow, "POST");
+	assert_int_equal(router_match("GET", "/v1/sandboxes/sb-1/files", &m), 200);
+	assert_int_equal(m.pid, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_pid_segment),
 		cmocka_unit_test(test_routes),
 		cmocka_unit_test(test_wrong_method_is_405),
 		cmocka_unit_test(test_unknown_and_hostile_paths_are_404),
