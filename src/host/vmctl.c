@@ -523,7 +523,6 @@ pid_t vm_pid(const char *dir)
 	return read_pid(dir);
 }
 
-static int remove_tree(const char *path);
 
 int vm_resume(const char *dir, struct agent_error *e)
 {
@@ -556,7 +555,7 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 	return flag == FTW_DP ? rmdir(path) : unlink(path);
 }
 
-static int remove_tree(const char *path)
+int remove_tree(const char *path)
 {
 	return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }

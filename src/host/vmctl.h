@@ -64,4 +64,7 @@ void artefact(const char *env, const char *name, char *buf, size_t len);
 /* Run argv quietly (output to /dev/null); 0 if it exited with status 0. */
 int run_quiet(char *const argv[]);
 
+/* Remove a directory tree (a VM or snapshot directory); 0 or -1. */
+int remove_tree(const char *path);
+
 #endif

@@ -56,6 +56,13 @@ static const char *const migrations[] = {
 	"ALTER TABLE sandboxes ADD COLUMN on_timeout TEXT NOT NULL DEFAULT 'kill';"
 	"ALTER TABLE sandboxes ADD COLUMN timeout_s INTEGER;"
 	"ALTER TABLE sandboxes ADD COLUMN disk_mib_ms INTEGER NOT NULL DEFAULT 0;",
+	/* 3: snapshots of sandboxes */
+	"CREATE TABLE snapshots ("
+	"  id TEXT PRIMARY KEY, agent_id TEXT NOT NULL REFERENCES agents(id),"
+	"  sandbox_id TEXT NOT NULL, template TEXT NOT NULL, cpus INTEGER NOT NULL,"
+	"  memory_mib INTEGER NOT NULL, state TEXT NOT NULL, created_at INTEGER NOT NULL,"
+	"  deleted_at INTEGER);"
+	"CREATE INDEX snapshots_agent ON snapshots(agent_id, state);",
 };
 
 /* States whose sandbox holds a VM in memory (a paused one is on disk only). */
@@ -818,4 +825,98 @@ char *db_metrics(void)
 	unlock();
 	fclose(f);
 	return out;
+}
+
+/* ---- snapshots ---- */
+
+int db_snapshot_insert(const struct snapshot *sn)
+{
+	sqlite3_stmt *st;
+	int ret = -1;
+
+	lock();
+	st = prep("INSERT INTO snapshots (id, agent_id, sandbox_id, template, cpus, memory_mib, "
+		  "state, created_at) VALUES (?, ?, ?, ?, ?, ?, 'ready', ?)", "ssssuui", sn->id,
+		  sn->agent_id, sn->sandbox_id, sn->template, sn->cpus, sn->memory_mib,
+		  sn->created_at);
+	if (st && sqlite3_step(st) == SQLITE_DONE)
+		ret = 0;
+	sqlite3_finalize(st);
+	unlock();
+	return ret;
+}
+
+#define SNAPSHOT_COLS "id, agent_id, sandbox_id, template, cpus, memory_mib, created_at"
+
+static void snapshot_of_row(sqlite3_stmt *st, struct snapshot *sn)
+{
+	memset(sn, 0, sizeof(*sn));
+	snprintf(sn->id, sizeof(sn->id), "%s", (const char *)sqlite3_column_text(st, 0));
+	snprintf(sn->agent_id, sizeof(sn->agent_id), "%s", (const char *)sqlite3_column_text(st, 1));
+	snprintf(sn->sandbox_id, sizeof(sn->sandbox_id), "%s",
+		 (const char *)sqlite3_column_text(st, 2));
+	snprintf(sn->template, sizeof(sn->template), "%s", (const char *)sqlite3_column_text(st, 3));
+	sn->cpus = sqlite3_column_int(st, 4);
+	sn->memory_mib = sqlite3_column_int(st, 5);
+	sn->created_at = sqlite3_column_int64(st, 6);
+}
+
+int db_snapshot_get(const char *id, const char *agent_id, struct snapshot *sn)
+{
+	sqlite3_stmt *st;
+	int ret = -1;
+
+	lock();
+	st = prep("SELECT " SNAPSHOT_COLS " FROM snapshots WHERE id = ? AND agent_id = ? AND "
+		  "state = 'ready'", "ss", id, agent_id);
+	if (st && sqlite3_step(st) == SQLITE_ROW) {
+		snapshot_of_row(st, sn);
+		ret = 0;
+	}
+	sqlite3_finalize(st);
+	unlock();
+	return ret;
+}
+
+json_t *db_snapshot_json(const struct snapshot *sn)
+{
+	char created[32];
+
+	return json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}", "id", sn->id, "sandbox_id",
+			 sn->sandbox_id, "template", sn->template, "cpus", (json_int_t)sn->cpus,
+			 "memory_mib", (json_int_t)sn->memory_mib, "created_at",
+			 iso_time(sn->created_at, created, sizeof(created)));
+}
+
+json_t *db_snapshot_list(const char *agent_id)
+{
+	json_t *list = json_array();
+	sqlite3_stmt *st;
+	struct snapshot sn;
+
+	lock();
+	st = prep("SELECT " SNAPSHOT_COLS " FROM snapshots WHERE agent_id = ? AND "
+		  "state = 'ready' ORDER BY created_at, id", "s", agent_id);
+	while (st && sqlite3_step(st) == SQLITE_ROW) {
+		snapshot_of_row(st, &sn);
+		json_array_append_new(list, db_snapshot_json(&sn));
+	}
+	sqlite3_finalize(st);
+	unlock();
+	return json_pack("{s:o}", "snapshots", list);
+}
+
+int db_snapshot_delete(const char *id)
+{
+	sqlite3_stmt *st;
+	int ret = -1;
+
+	lock();
+	st = prep("UPDATE snapshots SET state = 'deleted', deleted_at = ? WHERE id = ? AND "
+		  "state = 'ready'", "is", now_ms(), id);
+	if (st && sqlite3_step(st) == SQLITE_DONE && sqlite3_changes(db) == 1)
+		ret = 0;
+	sqlite3_finalize(st);
+	unlock();
+	return ret;
 }

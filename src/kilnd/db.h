@@ -81,4 +81,11 @@ void db_each_broke_agent(void (*fn)(const char *agent_id, void *), void *ctx);
 /* Prometheus text for /metrics (malloc'd). */
 char *db_metrics(void);
 
+/* Snapshots: records of DATA/snapshots/ID (api_snapshots.c).  A deleted one keeps its row. */
+int db_snapshot_insert(const struct snapshot *sn);
+int db_snapshot_get(const char *id, const char *agent_id, struct snapshot *sn);
+json_t *db_snapshot_json(const struct snapshot *sn);
+json_t *db_snapshot_list(const char *agent_id);
+int db_snapshot_delete(const char *id);
+
 #endif

@@ -135,6 +135,11 @@ static enum MHD_Result dispatch(struct request *r)
 	case R_PROC_STDIN:
 	case R_PROC_OUTPUT:
 		return api_processes(r);
+	case R_SANDBOX_SNAPSHOT:
+	case R_SNAPSHOTS_LIST:
+	case R_SNAPSHOT_GET:
+	case R_SNAPSHOT_DELETE:
+		return api_snapshots(r);
 	default:
 		return api_sandboxes(r);
 	}

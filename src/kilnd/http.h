@@ -45,6 +45,7 @@ enum MHD_Result api_sandboxes(struct request *r);
 enum MHD_Result api_admin(struct request *r);
 enum MHD_Result api_files(struct request *r);
 enum MHD_Result api_processes(struct request *r);
+enum MHD_Result api_snapshots(struct request *r);
 /* End process output streams so that their connections can close (at shutdown). */
 void processes_stop(void);
 

@@ -160,8 +160,8 @@ static int get_env(json_t *obj, json_t **out, struct api_error *e)
 int parse_create(json_t *body, struct create_req *r, struct api_error *e)
 {
 	static const char *const fields[] = { "template", "cpus", "memory_mib", "timeout_s",
-					      "env", "metadata", "on_timeout", NULL };
-	const char *tmpl, *on_timeout;
+					      "env", "metadata", "on_timeout", "snapshot", NULL };
+	const char *tmpl, *on_timeout, *snap;
 	json_t *md;
 
 	memset(r, 0, sizeof(*r));
@@ -187,6 +187,19 @@ int parse_create(json_t *body, struct create_req *r, struct api_error *e)
 		return api_fail(e, 400, "invalid_argument", "on_timeout",
 				"on_timeout: must be \"kill\" or \"pause\"");
 	r->pause_on_timeout = on_timeout && !strcmp(on_timeout, "pause");
+	if (get_string(body, "snapshot", 63, &snap, e))
+		return -1;
+	if (snap) {
+		/* The snapshot fixes the image and the shape: naming them too is a mistake. */
+		if (tmpl || json_object_get(body, "cpus") || json_object_get(body, "memory_mib"))
+			return api_fail(e, 400, "invalid_argument", "snapshot",
+					"snapshot: a sandbox made from a snapshot takes its template, "
+					"cpus and memory_mib from it; do not give them");
+		if (!name_ok(snap, false))
+			return api_fail(e, 400, "invalid_argument", "snapshot",
+					"snapshot: must be a snapshot id");
+		snprintf(r->snapshot, sizeof(r->snapshot), "%s", snap);
+	}
 	return 0;
 }
 

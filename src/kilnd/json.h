@@ -42,6 +42,7 @@ json_t *body_object(const char *body, size_t len, struct api_error *e);
 
 struct create_req {
 	char template[64];
+	char snapshot[64];	/* create from this snapshot instead of the template; or "" */
 	unsigned cpus, memory_mib, timeout_s;
 	json_t *env;		/* object of strings, borrowed from the body, or NULL */
 	json_t *metadata;	/* object of strings, borrowed, or NULL */

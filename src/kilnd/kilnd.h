@@ -53,6 +53,19 @@ struct sandbox {
 	unsigned timeout_s;		/* restarted on resume after a timeout pause */
 };
 
+/* A snapshot of a sandbox, which new sandboxes can be created from (api_snapshots.c). */
+struct snapshot {
+	char id[64];
+	char agent_id[64];
+	char sandbox_id[64];
+	char template[64];
+	unsigned cpus, memory_mib;
+	int64_t created_at;
+};
+
+/* The directory of a snapshot: DATA/snapshots/ID. */
+void snapshot_dir(const char *id, char *buf, size_t len);
+
 /* Milliseconds of wall-clock time (the ledger's and the meter's clock). */
 int64_t now_ms(void);
 

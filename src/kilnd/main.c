@@ -51,6 +51,11 @@ void sandbox_dir(const char *id, char *buf, size_t len)
 	snprintf(buf, len, "%s/%s", cfg.sandboxes_dir, id);
 }
 
+void snapshot_dir(const char *id, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/snapshots/%s", cfg.data_dir, id);
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: kilnd [--socket PATH] [--listen ADDR:PORT] [--data DIR]\n"

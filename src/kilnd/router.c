@@ -40,6 +40,10 @@ static const struct route_def routes[] = {
 	{ "POST", "/v1/sandboxes/{id}/processes/{pid}/signal", R_PROC_SIGNAL, false, true },
 	{ "POST", "/v1/sandboxes/{id}/processes/{pid}/stdin", R_PROC_STDIN, false, true },
 	{ "GET", "/v1/sandboxes/{id}/processes/{pid}/output", R_PROC_OUTPUT, false, true },
+	{ "POST", "/v1/sandboxes/{id}/snapshots", R_SANDBOX_SNAPSHOT, false, true },
+	{ "GET", "/v1/snapshots", R_SNAPSHOTS_LIST, false, true },
+	{ "GET", "/v1/snapshots/{id}", R_SNAPSHOT_GET, false, true },
+	{ "DELETE", "/v1/snapshots/{id}", R_SNAPSHOT_DELETE, false, true },
 };
 
 static bool id_char(char c)

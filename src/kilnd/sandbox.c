@@ -61,14 +61,36 @@ static int start_vm(const char *dir, const struct vm_spec *spec, struct agent_er
 	return vm_up(dir, spec, e);
 }
 
-int sandbox_create(const struct agent *a, const struct create_req *r, json_t **out,
+/* A create_req naming a snapshot takes its template and shape from it. */
+static int from_snapshot(const struct agent *a, struct create_req *r, char *snap_dir, size_t len,
+			 struct api_error *e)
+{
+	struct snapshot sn;
+
+	if (!r->snapshot[0])
+		return 0;
+	if (db_snapshot_get(r->snapshot, a->id, &sn))
+		return api_fail(e, 404, "not_found", "snapshot", "snapshot: no snapshot %s",
+				r->snapshot);
+	snprintf(r->template, sizeof(r->template), "%s", sn.template);
+	r->cpus = sn.cpus;
+	r->memory_mib = sn.memory_mib;
+	snapshot_dir(sn.id, snap_dir, len);
+	return 0;
+}
+
+int sandbox_create(const struct agent *a, const struct create_req *req, json_t **out,
 		   struct api_error *e)
 {
-	char given[PATH_MAX], img[PATH_MAX], dir[PATH_MAX], *md = NULL;
+	char given[PATH_MAX], img[PATH_MAX], dir[PATH_MAX], snap[PATH_MAX] = "", *md = NULL;
 	struct agent_error ae = { 0 };
 	struct sandbox s = { 0 };
+	struct create_req rq = *req, *r = &rq;
 	struct vm_spec spec;
 	int64_t now = now_ms();
+
+	if (from_snapshot(a, r, snap, sizeof(snap), e))
+		return -1;
 
 	if (r->cpus > a->max_cpus)
 		return api_fail(e, 403, "quota_exceeded", "cpus",
@@ -104,7 +126,8 @@ int sandbox_create(const struct agent *a, const struct create_req *r, json_t **o
 
 	snprintf(spec.name, sizeof(spec.name), "%s", base ? base + 1 : given);
 	sandbox_dir(s.id, dir, sizeof(dir));
-	if (start_vm(dir, &spec, &ae) || set_identity(dir, s.id, r->env, &ae)) {
+	if ((snap[0] ? vm_clone(dir, snap, &spec, &ae) : start_vm(dir, &spec, &ae)) ||
+	    set_identity(dir, s.id, r->env, &ae)) {
 		vm_down(dir);
 		db_transition(s.id, "creating", "failed", ae.message);
 		return api_fail(e, 500, "create_failed", NULL, "the sandbox did not start: %s",
@@ -123,6 +146,61 @@ static int conflict(const struct sandbox *s, const char *what, struct api_error 
 {
 	return api_fail(e, 409, "invalid_state", NULL, "cannot %s a sandbox that is %s", what,
 			s->state);
+}
+
+/*
+ * Snapshot a running sandbox into DATA/snapshots/ID: kiln-vmm pauses the guest, writes its
+ * state, memory and a copy of its disk, and we resume it.  The sandbox keeps running.
+ */
+int sandbox_snapshot(const struct sandbox *s, json_t **out, struct api_error *e)
+{
+	struct agent_error ae = { 0 };
+	struct snapshot sn = { 0 };
+	char dir[PATH_MAX], snap[PATH_MAX], cmd[PATH_MAX + 16], reply[256];
+
+	if (strcmp(s->state, "running"))
+		return conflict(s, "snapshot", e);
+	random_id("snap-", sn.id, sizeof(sn.id));
+	snapshot_dir(sn.id, snap, sizeof(snap));
+	snprintf(cmd, sizeof(cmd), "%s/snapshots", cfg.data_dir);
+	mkdir(cmd, 0700);
+	sandbox_dir(s->id, dir, sizeof(dir));
+	snprintf(cmd, sizeof(cmd), "snapshot %s", snap);
+	if (vm_control(dir, cmd, reply, sizeof(reply), &ae)) {
+		vm_control(dir, "resume", reply, sizeof(reply), &(struct agent_error){ 0 });
+		remove_tree(snap);
+		return api_fail(e, 500, "snapshot_failed", NULL, "snapshot: %s", ae.message);
+	}
+	/* The snapshot leaves the guest paused; it has to run again whatever happens next. */
+	if (vm_control(dir, "resume", reply, sizeof(reply), &ae)) {
+		db_transition(s->id, "running", "lost", ae.message);
+		remove_tree(snap);
+		return api_fail(e, 500, "snapshot_failed", NULL, "resume after snapshot: %s",
+				ae.message);
+	}
+	snprintf(sn.agent_id, sizeof(sn.agent_id), "%s", s->agent_id);
+	snprintf(sn.sandbox_id, sizeof(sn.sandbox_id), "%s", s->id);
+	snprintf(sn.template, sizeof(sn.template), "%s", s->template);
+	sn.cpus = s->cpus;
+	sn.memory_mib = s->memory_mib;
+	sn.created_at = now_ms();
+	if (db_snapshot_insert(&sn)) {
+		remove_tree(snap);
+		return api_fail(e, 500, "internal", NULL, "cannot record the snapshot");
+	}
+	*out = db_snapshot_json(&sn);
+	return 0;
+}
+
+int sandbox_snapshot_delete(const struct snapshot *sn, struct api_error *e)
+{
+	char snap[PATH_MAX];
+
+	if (db_snapshot_delete(sn->id))
+		return api_fail(e, 404, "not_found", NULL, "no snapshot %s", sn->id);
+	snapshot_dir(sn->id, snap, sizeof(snap));
+	remove_tree(snap);
+	return 0;
 }
 
 int sandbox_pause(const struct sandbox *s, const char *reason, struct api_error *e)

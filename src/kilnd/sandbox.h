@@ -17,6 +17,12 @@ int sandbox_pause(const struct sandbox *s, const char *reason, struct api_error 
 int sandbox_resume(const struct sandbox *s, struct api_error *e);
 int sandbox_delete(const struct sandbox *s, struct api_error *e);
 
+/* Snapshot a running sandbox (it keeps running); the snapshot's JSON in *out. */
+int sandbox_snapshot(const struct sandbox *s, json_t **out, struct api_error *e);
+
+/* Delete a snapshot: its record stays, marked deleted; its files go. */
+int sandbox_snapshot_delete(const struct snapshot *sn, struct api_error *e);
+
 /* Stop a sandbox whose timeout ran out: its VM goes, its record stays as expired. */
 void sandbox_expire(const struct sandbox *s);
 
