@@ -330,7 +330,8 @@ static int writable_disk_path(const char *dir, struct dev_ident *d, const char *
 	char absdir[PATH_MAX], full[PATH_MAX];
 	struct stat st;
 
-	if (lstat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
+	/* Missing is for --disk N=PATH to replace (kiln resume does); the open fails if not. */
+	if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
 		snprintf(err, errlen, "%s: a writable disk must be a regular file in the snapshot "
 			 "directory", d->path);
 		return -1;
