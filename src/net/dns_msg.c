@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #define HDR_LEN		12
@@ -158,4 +159,17 @@ size_t dns_build_error(uint16_t id, uint16_t flags, int rcode, uint8_t *out)
 {
 	put_header(out, id, flags, rcode, 0, 0);
 	return HDR_LEN;
+}
+
+bool dns_addr_from_sockaddr(const struct sockaddr *sa, struct dns_addr *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->family = sa->sa_family;
+	if (sa->sa_family == AF_INET)
+		memcpy(a->bytes, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+	else if (sa->sa_family == AF_INET6)
+		memcpy(a->bytes, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+	else
+		return false;
+	return true;
 }

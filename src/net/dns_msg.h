@@ -9,6 +9,7 @@
 #ifndef KILN_DNS_MSG_H
 #define KILN_DNS_MSG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,6 +35,10 @@ struct dns_addr {
 	int family;			/* AF_INET or AF_INET6 */
 	uint8_t bytes[16];
 };
+
+/* The address of an IPv4 or IPv6 sockaddr (a getaddrinfo result); false for other families. */
+struct sockaddr;
+bool dns_addr_from_sockaddr(const struct sockaddr *sa, struct dns_addr *a);
 
 /*
  * Parse a query.  0, or -1 with *rcode the error to answer with (FORMERR for garbage, NOTIMP

@@ -8,6 +8,7 @@
  * against the name's tail including the dot, so "badexample.com" never matches it.
  */
 #include "egress_policy.h"
+#include "text_file.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -198,34 +199,13 @@ int egress_policy_parse(struct egress_policy *p, const char *text, char *err, si
 
 int egress_policy_load(struct egress_policy *p, const char *path, char *err, size_t errlen)
 {
-	FILE *f = fopen(path, "re");
-	char *text;
-	size_t n;
-	int r = -1;
+	char *text = read_text_file(path, POLICY_FILE_MAX, err, errlen);
+	int r;
 
-	if (!f) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+	if (!text)
 		return -1;
-	}
-	text = malloc(POLICY_FILE_MAX + 1);
-	if (!text) {
-		snprintf(err, errlen, "out of memory");
-		goto out;
-	}
-	n = fread(text, 1, POLICY_FILE_MAX + 1, f);
-	if (ferror(f) || n > POLICY_FILE_MAX) {
-		snprintf(err, errlen, "%s: unreadable, or over %d bytes", path, POLICY_FILE_MAX);
-		goto out;
-	}
-	text[n] = 0;
-	if (memchr(text, 0, n)) {
-		snprintf(err, errlen, "%s: holds a NUL byte", path);
-		goto out;
-	}
 	r = egress_policy_parse(p, text, err, errlen);
-out:
 	free(text);
-	fclose(f);
 	return r;
 }
 

@@ -139,15 +139,11 @@ static unsigned resolve(struct server *s, const char *name, uint16_t qtype,
 		return 0;
 	pthread_rwlock_rdlock(&s->policy_lock);
 	for (ai = res; ai && n < DNS_MAX_ADDRS; ai = ai->ai_next) {
-		struct dns_addr a = { .family = ai->ai_family };
-
-		if (ai->ai_family == AF_INET)
-			memcpy(a.bytes, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, 4);
-		else if (ai->ai_family == AF_INET6)
-			memcpy(a.bytes, &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, 16);
-		else
-			continue;
+		struct dns_addr a;
 		bool dup = false;
+
+		if (!dns_addr_from_sockaddr(ai->ai_addr, &a))
+			continue;
 
 		for (unsigned i = 0; i < n; i++)
 			dup |= !memcmp(&out[i], &a, sizeof(a));

@@ -256,15 +256,9 @@ static unsigned choose_addrs(struct conn *c, struct dns_addr *out, unsigned max,
 	}
 	pthread_rwlock_rdlock(&px->policy_lock);
 	for (struct addrinfo *ai = res; ai && n < max; ai = ai->ai_next) {
-		struct dns_addr a = { .family = ai->ai_family };
+		struct dns_addr a;
 
-		if (ai->ai_family == AF_INET)
-			memcpy(a.bytes, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, 4);
-		else if (ai->ai_family == AF_INET6)
-			memcpy(a.bytes, &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, 16);
-		else
-			continue;
-		if (egress_addr_allowed(px->policy, &a))
+		if (dns_addr_from_sockaddr(ai->ai_addr, &a) && egress_addr_allowed(px->policy, &a))
 			out[n++] = a;
 	}
 	freeaddrinfo(res);

@@ -10,6 +10,7 @@
  * no CR, LF or NUL, so a replacement can never add a header line.
  */
 #include "secrets.h"
+#include "text_file.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -124,28 +125,13 @@ int secrets_parse(struct secrets *sec, const char *text, char *err, size_t errle
 
 int secrets_load(struct secrets *sec, const char *path, char *err, size_t errlen)
 {
-	FILE *f = fopen(path, "re");
-	char *text = NULL;
-	size_t n;
-	int r = -1;
+	char *text = read_text_file(path, SECRETS_FILE_MAX, err, errlen);
+	int r;
 
-	if (!f) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		return -1;
-	}
-	text = malloc(SECRETS_FILE_MAX + 1);
 	if (!text)
-		goto out;
-	n = fread(text, 1, SECRETS_FILE_MAX + 1, f);
-	if (ferror(f) || n > SECRETS_FILE_MAX || memchr(text, 0, n)) {
-		snprintf(err, errlen, "%s: unreadable, too large or binary", path);
-		goto out;
-	}
-	text[n] = 0;
+		return -1;
 	r = secrets_parse(sec, text, err, errlen);
-out:
 	free(text);
-	fclose(f);
 	return r;
 }
 
