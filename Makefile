@@ -85,6 +85,10 @@ $(B)/tests/test_egress_%: $(call obj,tests/unit/test_egress_%.c $(NET_LIB))
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $^ -lcmocka -o $@
 
+# Named as targets so the pattern rules below may build them (make does not chain implicit
+# rules through prerequisites it has not seen named).
+$(call asan_obj,$(NET_LIB) $(KILND_LIB)) $(call obj,$(NET_LIB) $(KILND_LIB)):
+
 $(B)/asan/tests/test_egress_%: $(call asan_obj,tests/unit/test_egress_%.c $(NET_LIB))
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $(SANITIZE) $^ -lcmocka -o $@
