@@ -44,6 +44,7 @@ const char *query_arg(struct request *r, const char *name);
 enum MHD_Result api_sandboxes(struct request *r);
 enum MHD_Result api_admin(struct request *r);
 enum MHD_Result api_files(struct request *r);
+enum MHD_Result api_templates(struct request *r);	/* api_templates.c */
 
 /* The sandbox of the request's {id} if it belongs to the caller; 404 into r->e otherwise. */
 int own_sandbox(struct request *r, struct sandbox *s);

@@ -16,6 +16,8 @@ enum route {
 	R_SANDBOX_GET, R_SANDBOX_DELETE,
 	R_SANDBOX_PAUSE, R_SANDBOX_RESUME, R_SANDBOX_TIMEOUT, R_SANDBOX_EXEC,
 	R_FILES_PUT, R_FILES_GET, R_FILES_LIST,
+	R_TEMPLATES_LIST, R_TEMPLATE_GET, R_TEMPLATE_BUILD, R_TEMPLATE_BUILD_GET,
+	R_TEMPLATE_WARM, R_TEMPLATE_WARM_GET, R_TEMPLATE_UNWARM,
 };
 
 #define ROUTE_ID_MAX	64
@@ -29,7 +31,9 @@ struct route_match {
 };
 
 /* 200 and m filled in, 404 for an unknown path, 405 for a known path with another method.
- * path excludes the query string.  An {id} must be 1-63 characters of [a-z0-9-]. */
+ * path excludes the query string.  An {id} must be 1-63 characters of [a-z0-9-].  A {name}
+ * is any non-empty segment, copied to m->id for its handler to judge and answer 400 (one of
+ * 64 bytes or more becomes "", never a valid name). */
 int router_match(const char *method, const char *path, struct route_match *m);
 
 #endif
