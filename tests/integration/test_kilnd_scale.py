@@ -11,8 +11,10 @@ create that clones it, then twenty agents on twenty threads each creating, using
 sandbox of that warm template at once, a 200 MB upload, and dropping the warm snapshots.
 """
 import hashlib
+import json
 import os
 import shutil
+import subprocess
 import threading
 import time
 
@@ -304,3 +306,23 @@ def test_delete_warm_drops_the_snapshots(kilnd, agent):
     assert status == 201, sb
     assert not vmm_restored(kilnd, sb["id"])
     assert kilnd.request("DELETE", f"/v1/sandboxes/{sb['id']}", key=key)[0] == 200
+
+
+def test_cli_template_commands(kilnd, agent):
+    kiln = str(ROOT / "build" / "kiln")
+
+    def run(*args, key):
+        env = {**os.environ, "KILN_SOCKET": kilnd.sock, "KILN_API_KEY": key}
+        return subprocess.run([kiln, "template", *args], env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    r = run("ls", key=agent["api_key"])
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[1:]}
+    assert rows["base"][1:3] == ["yes", "registered"] and rows["broken"][1] == "no"
+    r = run("build", "broken", "--wait", key=kilnd.admin)
+    assert r.returncode == 125 and "unknown key" in r.stderr, r
+    r = run("warm", "base", "--cpus", "1", key=agent["api_key"])
+    assert r.returncode == 125 and "forbidden (HTTP 403)" in r.stderr, r
+    r = run("ls", "--json", key=agent["api_key"])
+    assert {t["name"] for t in json.loads(r.stdout)} >= {"base", "broken"}
