@@ -277,7 +277,8 @@ def test_200mb_upload_arrives_intact_without_growing_kilnd(kilnd, agent):
         body = r.read()
     finally:
         c.close()
-    assert r.status == 200, body
+    assert r.status == 201, body
+    assert json.loads(body) == {"path": "/root/big.bin", "bytes": UPLOAD_MIB << 20}
     hwm_after = vm_hwm_kib(kilnd.proc.pid)
     # The file passes through pipe buffers: kilnd's peak grows by far less than its size.
     assert hwm_after - hwm_before < 32 * 1024, (hwm_before, hwm_after)
