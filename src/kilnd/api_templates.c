@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -415,9 +416,10 @@ static void job_finish(struct job *j, const char *result, const char *reason)
 	snprintf(j->reason, sizeof(j->reason), "%s", reason ? reason : "");
 	snprintf(j->result, sizeof(j->result), "%s", result ? result : "");
 	j->finished_at = now_ms();
+	/* Under the lock: once finished, the slot may be reused by the next job. */
+	log_info("template %s: %s %s %s%s", j->template, job_kind_name(j->kind), j->id,
+		 reason ? "failed: " : "succeeded", reason ? reason : "");
 	pthread_mutex_unlock(&jobs_lock);
-	log_info("template %s: %s %s %s%s%s", j->template, job_kind_name(j->kind), j->id,
-		 reason ? "failed: " : "succeeded", reason ? reason : "", "");
 }
 
 /* The last line of the log that images/build wrote about itself (its `die` message). */
@@ -446,6 +448,7 @@ static void *build_thread(void *arg)
 	struct job *j = arg;
 	char script[PATH_MAX + 8], out[PATH_MAX + 80], reason[512];
 	int status = 0, fd;
+	sigset_t none;
 	pid_t pid;
 
 	/* Everything the child needs is ready before fork: it only opens, dups and execs. */
@@ -457,16 +460,22 @@ static void *build_thread(void *arg)
 		job_finish(j, NULL, reason);
 		return NULL;
 	}
+	sigemptyset(&none);
 	pid = fork();
 	if (pid == 0) {
+		static const char msg[] = "images/build: cannot run the build script\n";
 		int null = open("/dev/null", O_RDONLY);
 
+		/* kilnd blocks SIGTERM/SIGINT and ignores SIGPIPE; exec would hand both on. */
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		signal(SIGPIPE, SIG_DFL);
 		dup2(null, 0);
 		dup2(fd, 1);
 		dup2(fd, 2);
 		close_range(3, ~0u, 0);
 		execl(script, script, j->template, out, (char *)NULL);
-		dprintf(2, "images/build: cannot run %s: %s\n", script, strerror(errno));
+		if (write(2, msg, sizeof(msg) - 1) < 0)
+			_exit(126);
 		_exit(127);
 	}
 	close(fd);
