@@ -91,7 +91,7 @@ $(B)/kiln-init: $(call obj,$(GUEST_SRC) $(PROTO_SRC))
 	$(CC) $(LDFLAGS) -static $^ -o $@
 
 # The interpreter scripts of code contexts are compiled into kiln-init (src/guest/kernels.c).
-KERNEL_SCRIPTS := $(wildcard src/guest/context/*.py)
+KERNEL_SCRIPTS := $(wildcard src/guest/context/*.py src/guest/context/*.js)
 $(call obj,src/guest/kernels.c) $(call asan_obj,src/guest/kernels.c): $(KERNEL_SCRIPTS)
 
 # The agent again, dynamically linked with ASan/UBSan, for the host-side agent tests.

@@ -2,7 +2,7 @@
  * code.c - `kiln code`: run code in a guest's code contexts (long-lived interpreters that keep
  * their state between calls; src/guest/context.c) and manage them.
  *
- *   kiln code --dir DIR|--sock SOCK [--context ID] [--language python] [--timeout SEC]
+ *   kiln code --dir DIR|--sock SOCK [--context ID] [--language python|node|bash] [--timeout SEC]
  *             [--png-dir DIR] [--rich] [-e K=V]... [-w DIR] [-u USER] [CODE | -]
  *   kiln code contexts ls|create|restart ID|interrupt ID|rm ID  (--dir DIR|--sock SOCK)
  *
@@ -61,7 +61,7 @@ static int fail(const char *what, const struct agent_error *e)
 static int usage(void)
 {
 	fprintf(stderr,
-		"usage: kiln code --dir DIR|--sock SOCK [--context ID] [--language python]\n"
+		"usage: kiln code --dir DIR|--sock SOCK [--context ID] [--language python|node|bash]\n"
 		"                 [--timeout SEC] [--png-dir DIR] [--rich] [-e K=V]... [-w DIR]\n"
 		"                 [-u USER] [CODE | -]\n"
 		"       kiln code contexts ls|create|restart ID|interrupt ID|rm ID\n"

@@ -187,6 +187,18 @@ int agent_exec_start(int fd, const struct agent_exec *x, uint32_t *pid, struct a
 	return r;
 }
 
+/* The bytes of a STDOUT/STDERR frame (of a process or a cell); false if it has none. */
+static bool output_data(const uint8_t *p, uint32_t len, const uint8_t **data, uint32_t *dlen)
+{
+	struct field f;
+
+	if (!frame_find(p, len, TAG_DATA, &f))
+		return false;
+	*data = f.val;
+	*dlen = f.len;
+	return true;
+}
+
 int agent_next_event(int fd, struct agent_event *ev, uint8_t **buf, size_t *cap)
 {
 	uint8_t type;
@@ -200,11 +212,9 @@ int agent_next_event(int fd, struct agent_event *ev, uint8_t **buf, size_t *cap)
 		switch (type) {
 		case MSG_STDOUT:
 		case MSG_STDERR:
-			if (!frame_find(*buf, len, TAG_DATA, &f))
+			if (!output_data(*buf, len, &ev->data, &ev->len))
 				continue;
 			ev->type = type == MSG_STDOUT ? EV_STDOUT : EV_STDERR;
-			ev->data = f.val;
-			ev->len = f.len;
 			return 0;
 		case MSG_EXIT:
 			ev->type = EV_EXIT;
@@ -304,6 +314,47 @@ static int final_reply(int fd, struct agent_error *e, uint64_t *bytes)
 	return r;
 }
 
+/*
+ * Read a reply that is a stream of `item` frames ended by END (or cut short by ERROR): each
+ * item goes to on_item, which returns 0 to go on, 1 to stop with success (STAT's single
+ * entry), -1 to stop with *e set.  0 on success, -1 with *e set.
+ */
+static int read_stream(int fd, uint8_t item, const char *path, struct agent_error *e,
+		       int (*on_item)(const uint8_t *p, uint32_t len, void *ctx,
+				      struct agent_error *e),
+		       void *ctx)
+{
+	uint8_t *buf = NULL;
+	size_t cap = 0;
+	uint8_t type;
+	uint32_t len;
+	int r = -1;
+
+	for (;;) {
+		if (proto_read_frame(fd, &buf, &cap, &type, &len) != 1) {
+			set_error(e, EPIPE, "connection to the guest agent lost", path);
+			break;
+		}
+		if (type == item) {
+			int ir = on_item(buf, len, ctx, e);
+
+			if (ir == 0)
+				continue;
+			r = ir > 0 ? 0 : -1;
+			break;
+		}
+		if (type == MSG_END)
+			r = 0;
+		else if (type == MSG_ERROR)
+			error_from_frame(buf, len, e);
+		else
+			set_error(e, EPROTO, "unexpected reply from the guest agent", path);
+		break;
+	}
+	free(buf);
+	return r;
+}
+
 int agent_write_file(int fd, const char *path, uint32_t mode, int src, uint64_t *bytes,
 		     struct agent_error *e)
 {
@@ -331,15 +382,32 @@ int agent_write_file(int fd, const char *path, uint32_t mode, int src, uint64_t 
 	return final_reply(fd, e, bytes);	/* the agent refused early: read its reason */
 }
 
+struct file_sink {
+	int dst;
+	uint64_t *bytes;
+};
+
+static int file_data(const uint8_t *p, uint32_t len, void *ctx, struct agent_error *e)
+{
+	struct file_sink *sink = ctx;
+	struct field fl;
+
+	if (!frame_find(p, len, TAG_DATA, &fl)) {
+		set_error(e, EPROTO, "unexpected reply from the guest agent", NULL);
+		return -1;
+	}
+	if (proto_write_all(sink->dst, fl.val, fl.len) < 0) {
+		set_error(e, errno, "writing the local file", NULL);
+		return -1;
+	}
+	*sink->bytes += fl.len;
+	return 0;
+}
+
 int agent_read_file(int fd, const char *path, int dst, uint64_t *bytes, struct agent_error *e)
 {
 	struct frame f;
-	uint8_t *buf = NULL;
-	size_t cap = 0;
-	uint8_t type;
-	uint32_t len;
-	struct field fl;
-	int r = -1;
+	struct file_sink sink = { dst, bytes };
 
 	*bytes = 0;
 	if (frame_init(&f, MSG_FILE_READ) || frame_put_str(&f, TAG_PATH, path) ||
@@ -347,29 +415,7 @@ int agent_read_file(int fd, const char *path, int dst, uint64_t *bytes, struct a
 		set_error(e, EIO, "cannot send the request", path);
 		return -1;
 	}
-	for (;;) {
-		if (proto_read_frame(fd, &buf, &cap, &type, &len) != 1) {
-			set_error(e, EPIPE, "connection to the guest agent lost", path);
-			break;
-		}
-		if (type == MSG_DATA && frame_find(buf, len, TAG_DATA, &fl)) {
-			if (proto_write_all(dst, fl.val, fl.len) < 0) {
-				set_error(e, errno, "writing the local file", NULL);
-				break;
-			}
-			*bytes += fl.len;
-			continue;
-		}
-		if (type == MSG_END)
-			r = 0;
-		else if (type == MSG_ERROR)
-			error_from_frame(buf, len, e);
-		else
-			set_error(e, EPROTO, "unexpected reply from the guest agent", path);
-		break;
-	}
-	free(buf);
-	return r;
+	return read_stream(fd, MSG_DATA, path, e, file_data, &sink);
 }
 
 int agent_simple(int fd, uint8_t type, const char *path, const char *path2, uint32_t num,
@@ -442,46 +488,35 @@ static void entry_from_frame(const uint8_t *p, uint32_t len, struct agent_entry 
 		field_u32(&f, &en->mode);
 }
 
+struct entry_sink {
+	void (*fn)(const struct agent_entry *, void *);
+	void *ctx;
+	bool single;		/* STAT: one entry, no END */
+};
+
+static int entry_item(const uint8_t *p, uint32_t len, void *ctx, struct agent_error *e)
+{
+	struct entry_sink *sink = ctx;
+	struct agent_entry en;
+
+	(void)e;
+	entry_from_frame(p, len, &en);
+	sink->fn(&en, sink->ctx);
+	return sink->single;
+}
+
 int agent_entries(int fd, uint8_t type, const char *path, uint32_t depth,
 		  void (*fn)(const struct agent_entry *, void *), void *ctx, struct agent_error *e)
 {
 	struct frame f;
-	struct agent_entry en;
-	uint8_t *buf = NULL;
-	size_t cap = 0;
-	uint8_t t;
-	uint32_t len;
-	int r = -1;
+	struct entry_sink sink = { fn, ctx, type == MSG_STAT };
 
 	if (frame_init(&f, type) || (path && frame_put_str(&f, TAG_PATH, path)) ||
 	    (depth && frame_put_u32(&f, TAG_DEPTH, depth)) || send_frame_free(fd, &f)) {
 		set_error(e, EPIPE, "connection to the guest agent lost", path);
 		return -1;
 	}
-	for (;;) {
-		if (proto_read_frame(fd, &buf, &cap, &t, &len) != 1) {
-			set_error(e, EPIPE, "connection to the guest agent lost", path);
-			break;
-		}
-		if (t == MSG_ENTRY) {
-			entry_from_frame(buf, len, &en);
-			fn(&en, ctx);
-			if (type == MSG_STAT) {
-				r = 0;
-				break;
-			}
-			continue;
-		}
-		if (t == MSG_END)
-			r = 0;
-		else if (t == MSG_ERROR)
-			error_from_frame(buf, len, e);
-		else
-			set_error(e, EPROTO, "unexpected reply from the guest agent", path);
-		break;
-	}
-	free(buf);
-	return r;
+	return read_stream(fd, MSG_ENTRY, path, e, entry_item, &sink);
 }
 
 int agent_kill(int fd, uint32_t pid, uint32_t sig, struct agent_error *e)
@@ -679,11 +714,9 @@ int agent_next_cell_event(int fd, struct agent_cell_event *ev, uint8_t **buf, si
 		switch (type) {
 		case MSG_STDOUT:
 		case MSG_STDERR:
-			if (!frame_find(*buf, len, TAG_DATA, &f))
+			if (!output_data(*buf, len, &ev->data, &ev->len))
 				continue;
 			ev->type = type == MSG_STDOUT ? CEV_STDOUT : CEV_STDERR;
-			ev->data = f.val;
-			ev->len = f.len;
 			return 0;
 		case MSG_RESULT:
 			if (!frame_find(*buf, len, TAG_MIME, &f) ||
@@ -726,39 +759,31 @@ int agent_next_cell_event(int fd, struct agent_cell_event *ev, uint8_t **buf, si
 	}
 }
 
+struct context_sink {
+	void (*fn)(const struct agent_context *, void *);
+	void *ctx;
+};
+
+static int context_item(const uint8_t *p, uint32_t len, void *ctx, struct agent_error *e)
+{
+	struct context_sink *sink = ctx;
+	struct agent_context c;
+
+	(void)e;
+	context_from_frame(p, len, &c);
+	sink->fn(&c, sink->ctx);
+	return 0;
+}
+
 int agent_context_list(int fd, void (*fn)(const struct agent_context *, void *), void *ctx,
 		       struct agent_error *e)
 {
 	struct frame f;
-	struct agent_context c;
-	uint8_t *buf = NULL;
-	size_t cap = 0;
-	uint8_t t;
-	uint32_t len;
-	int r = -1;
+	struct context_sink sink = { fn, ctx };
 
 	if (frame_init(&f, MSG_CONTEXT_LIST) || send_frame_free(fd, &f)) {
 		set_error(e, EPIPE, "connection to the guest agent lost", NULL);
 		return -1;
 	}
-	for (;;) {
-		if (proto_read_frame(fd, &buf, &cap, &t, &len) != 1) {
-			set_error(e, EPIPE, "connection to the guest agent lost", NULL);
-			break;
-		}
-		if (t == MSG_ENTRY) {
-			context_from_frame(buf, len, &c);
-			fn(&c, ctx);
-			continue;
-		}
-		if (t == MSG_END)
-			r = 0;
-		else if (t == MSG_ERROR)
-			error_from_frame(buf, len, e);
-		else
-			set_error(e, EPROTO, "unexpected reply from the guest agent", NULL);
-		break;
-	}
-	free(buf);
-	return r;
+	return read_stream(fd, MSG_ENTRY, NULL, e, context_item, &sink);
 }

@@ -51,6 +51,9 @@ int op_context_interrupt(int conn, const struct request *req);
 int op_context_restart(int conn, const struct request *req);
 int op_context_delete(int conn, const struct request *req);
 
+/* The kernel of a bash code context: serves the context's socket on fd 3 (bash_kernel.c). */
+int bash_kernel_main(void);
+
 /* Environment every process gets before its request's own (set by IDENTITY); NULL-terminated,
  * freed with the caller's free of each string and the vector. */
 char **identity_env(int *count);

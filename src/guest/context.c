@@ -1,8 +1,10 @@
 /*
  * context.c - code contexts: long-lived interpreters that keep their state between cells.
  *
- * A context is a python3 process running the kernel script compiled into kiln-init
- * (context/python_kernel.py, embedded by kernels.c).  Workers serve one connection and exit,
+ * A context is an interpreter process running a kernel compiled into kiln-init: python3 or
+ * node with a kernel script (context/python_kernel.py, context/node_kernel.js, embedded by
+ * kernels.c), or bash driven by kiln-init itself (bash_kernel.c), all speaking the same frames.
+ * Workers serve one connection and exit,
  * so a context cannot be a worker's child for long: CONTEXT_CREATE starts it in its own session
  * and returns; when the worker exits the interpreter is re-parented to PID 1, which reaps it.
  * The worker hands the interpreter a listening unix socket, CONTEXT_DIR/ID.sock, in a directory
@@ -47,13 +49,42 @@
 #define MAX_MIME		128
 #define MAX_ENAME		256
 
-/* python3 -c BOOT: read the kernel script from fd 4 and run it.  "<kiln-kernel>" also marks
- * our interpreters in /proc/PID/cmdline, checked before a pid from a record is signalled. */
+/* Each interpreter's bootstrap reads its kernel script from fd 4 and runs it.  "<kiln-kernel>"
+ * also marks our interpreters in /proc/PID/cmdline, checked before a pid from a record is
+ * signalled. */
 #define KERNEL_MARK		"<kiln-kernel>"
-static const char BOOT[] =
+static const char PYTHON_BOOT[] =
 	"import os;f=os.fdopen(4,'rb');s=f.read();f.close();exec(compile(s,'" KERNEL_MARK "','exec'))";
+static const char NODE_BOOT[] =
+	"const fs=require('fs');const s=fs.readFileSync(4,'utf8');fs.closeSync(4);"
+	"require('vm').runInThisContext(s,{filename:'" KERNEL_MARK "'})(require)";
 
 extern const char python_kernel_src[], python_kernel_end[];
+extern const char node_kernel_src[], node_kernel_end[];
+
+/* The languages a context can speak.  script is NULL when kiln-init is the kernel. */
+struct language {
+	const char *name;
+	const char *program;	/* what "not found" names */
+	char *argv[4];
+	const char *script, *script_end;
+};
+
+static const struct language languages[] = {
+	{ "python", "python3", { "python3", "-c", (char *)PYTHON_BOOT, NULL },
+	  python_kernel_src, python_kernel_end },
+	{ "node", "node", { "node", "-e", (char *)NODE_BOOT, NULL },
+	  node_kernel_src, node_kernel_end },
+	{ "bash", "bash", { "/proc/self/exe", "--bash-kernel", KERNEL_MARK, NULL }, NULL, NULL },
+};
+
+static const struct language *find_language(const char *name)
+{
+	for (size_t i = 0; i < sizeof(languages) / sizeof(languages[0]); i++)
+		if (!strcmp(languages[i].name, name))
+			return &languages[i];
+	return NULL;
+}
 
 struct ctx_spec {
 	char language[32];
@@ -274,13 +305,13 @@ static int listen_at(const char *path)
 	return fd;
 }
 
-static int script_fd(void)
+static int script_fd(const struct language *lang)
 {
 	int fd = memfd_create("kiln-kernel", MFD_CLOEXEC);
 
 	if (fd < 0)
 		return -1;
-	if (proto_write_all(fd, python_kernel_src, python_kernel_end - python_kernel_src) ||
+	if (proto_write_all(fd, lang->script, lang->script_end - lang->script) ||
 	    lseek(fd, 0, SEEK_SET) < 0) {
 		close(fd);
 		return -1;
@@ -353,15 +384,17 @@ static int start_kernel(const char *id, struct ctx_spec *s, int *err, char *msg,
 	struct spawn_result res;
 	struct spawn_failure fail;
 	struct user_info u;
-	char sock[128], *argv[] = { "python3", "-c", (char *)BOOT, NULL };
+	const struct language *lang = find_language(s->language);
+	char sock[128];
 	char *env[s->envc + 2];
-	int lfd, mfd, r;
+	int lfd, mfd = -1, r;
 
 	memset(&sr, 0, sizeof(sr));
 	ctx_path(sock, sizeof(sock), id, "sock");
 	lfd = listen_at(sock);
-	mfd = script_fd();
-	if (lfd < 0 || mfd < 0) {
+	if (lang && lang->script)
+		mfd = script_fd(lang);
+	if (!lang || lfd < 0 || (lang->script && mfd < 0)) {
 		*err = errno;
 		snprintf(msg, msglen, "cannot set up the context: %s", strerror(errno));
 		goto fail;
@@ -371,7 +404,7 @@ static int start_kernel(const char *id, struct ctx_spec *s, int *err, char *msg,
 	for (int i = 0; i < s->envc; i++)
 		env[i + 1] = s->env[i];
 	env[s->envc + 1] = NULL;
-	sr.argv = argv;
+	sr.argv = (char **)lang->argv;
 	sr.envp = env_has(s, "MPLBACKEND") ? s->env : env;
 	sr.envc = env_has(s, "MPLBACKEND") ? s->envc : s->envc + 1;
 	snprintf(sr.cwd, sizeof(sr.cwd), "%s", s->cwd);
@@ -383,9 +416,10 @@ static int start_kernel(const char *id, struct ctx_spec *s, int *err, char *msg,
 		sr.cgroup[0] = 0;
 	sr.pass_fd[0] = lfd;
 	sr.pass_fd[1] = mfd;
-	sr.npass = 2;
+	sr.npass = mfd >= 0 ? 2 : 1;
 	r = spawn_process(&sr, &res, &fail);
-	close(mfd);
+	if (mfd >= 0)
+		close(mfd);
 	mfd = -1;
 	close(lfd);
 	lfd = -1;
@@ -393,7 +427,11 @@ static int start_kernel(const char *id, struct ctx_spec *s, int *err, char *msg,
 		if (r == 1)
 			waitpid(res.pid, NULL, 0);
 		*err = fail.err;
-		snprintf(msg, msglen, "%s: %s", spawn_stage_message(fail.stage), strerror(fail.err));
+		if (fail.err == ENOENT && fail.stage == SPAWN_STAGE_EXEC)
+			snprintf(msg, msglen, "%s is not installed in this image", lang->program);
+		else
+			snprintf(msg, msglen, "%s: %s", spawn_stage_message(fail.stage),
+				 strerror(fail.err));
 		goto fail;
 	}
 	if (wait_ready(&res, msg, msglen)) {
@@ -442,9 +480,10 @@ int op_context_create(int conn, const struct request *req)
 
 	if (why)
 		return send_error(conn, EINVAL, why, NULL);
-	if (strcmp(s.language, "python")) {
+	if (!find_language(s.language)) {
 		spec_free(&s);
-		return send_error(conn, EINVAL, "unsupported language (have: python)", NULL);
+		return send_error(conn, EINVAL, "unsupported language (have: python, node, bash)",
+				  NULL);
 	}
 	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd)) {
 		spec_free(&s);

@@ -297,6 +297,9 @@ int main(int argc, char **argv)
 {
 	int lfd;
 
+	/* A bash code context's kernel (context.c starts it through /proc/self/exe). */
+	if (argc >= 2 && !strcmp(argv[1], "--bash-kernel"))
+		return bash_kernel_main();
 	if (argc == 3 && !strcmp(argv[1], "--listen-unix")) {
 		lfd = listen_unix(argv[2]);
 		if (lfd < 0) {

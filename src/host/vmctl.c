@@ -24,6 +24,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -262,6 +263,29 @@ static void write_pid(const char *dir, pid_t pid)
 	}
 }
 
+/* Running, not a zombie nobody has reaped yet (a VMM whose parent kilnd has restarted). */
+static bool process_alive(pid_t pid)
+{
+	char path[64], stat[256], *paren;
+	ssize_t n;
+	int fd;
+
+	if (kill(pid, 0) < 0)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return true;
+	n = read(fd, stat, sizeof(stat) - 1);
+	close(fd);
+	if (n <= 0)
+		return true;
+	stat[n] = 0;
+	/* "PID (COMM) STATE ...": COMM may hold anything, so the state follows the last ')'. */
+	paren = strrchr(stat, ')');
+	return !(paren && paren[1] == ' ' && paren[2] == 'Z');
+}
+
 static pid_t read_pid(const char *dir)
 {
 	char path[PATH_MAX];
@@ -275,19 +299,25 @@ static pid_t read_pid(const char *dir)
 			pid = 0;
 		fclose(f);
 	}
-	return pid > 0 && kill(pid, 0) == 0 ? pid : 0;
+	return pid > 0 && process_alive(pid) ? pid : 0;
 }
 
-/* Wait up to timeout_ms for pid (not necessarily our child) to exit; true if it did. */
+/* Wait up to timeout_ms for pid (not necessarily our child) to exit; true if it did.  A pidfd
+ * says so even when the VMM is another process's zombie (adopted after a kilnd restart and
+ * never reaped), which kill(pid, 0) cannot tell from a running process. */
 static bool wait_exit(pid_t pid, int timeout_ms)
 {
-	for (int waited = 0; waited < timeout_ms; waited += 10) {
-		waitpid(pid, NULL, WNOHANG);
-		if (kill(pid, 0) < 0)
-			return true;
-		usleep(10000);
-	}
-	return false;
+	int pidfd = syscall(SYS_pidfd_open, pid, 0);
+	bool gone;
+
+	if (pidfd < 0)
+		return errno == ESRCH;
+	struct pollfd p = { pidfd, POLLIN, 0 };
+
+	gone = poll(&p, 1, timeout_ms) > 0;
+	close(pidfd);
+	waitpid(pid, NULL, WNOHANG);	/* reap it if it was ours */
+	return gone;
 }
 
 /* What a VM's first agent request is: INFO after a boot, IDENTITY after a restore. */

@@ -276,6 +276,10 @@ static void override_devices(const struct options *o, struct snap_vm *s)
 	}
 	if (o->vsock_path && !vsock)
 		die(VM_EXIT_USAGE, "--vsock: the snapshot has no vsock device");
+	/* The saved socket path is the state file's word: never bind or connect where it says. */
+	if (vsock && !o->vsock_path)
+		die(VM_EXIT_USAGE, "--restore: the snapshot has a vsock device: give its socket "
+		    "with --vsock CID,PATH");
 	for (unsigned k = 0; k < o->nr_overrides; k++)
 		if (o->disk_override[k].index >= disk)
 			die(VM_EXIT_USAGE, "--disk %u=: the snapshot has %u disks",
@@ -304,6 +308,11 @@ static void *restore_check(const struct options *o, struct snap_vm *s, int *mem_
 
 	if (!file)
 		die(VM_EXIT_USAGE, "--restore: %s", err);
+	/* A sparse memory file costs no disk: its size alone must not commit the host. */
+	if (s->memory_mib > host_memory_mib())
+		die(VM_EXIT_USAGE, "--restore: the snapshot's %llu MiB of RAM is more than this "
+		    "host has (%llu MiB)", (unsigned long long)s->memory_mib,
+		    (unsigned long long)host_memory_mib());
 	override_devices(o, s);
 	*mem_fd = snapshot_open_memory(o->restore_dir, s, err, sizeof(err));
 	if (*mem_fd < 0)
@@ -317,7 +326,7 @@ static void restore(const struct options *o, struct snap_vm *s, int mem_fd)
 	char err[768];
 
 	if (vm_create(&m.vm, s->memory_mib << 20, mem_fd, err, sizeof(err)))
-		die(VM_EXIT_GUEST, "%s", err);
+		die(VM_EXIT_USAGE, "--restore: %s", err);
 	close(mem_fd);
 	m.memory_mib = s->memory_mib;
 	machine_add_legacy(&m, open_serial_out(o), console_line, guest_reset);

@@ -117,7 +117,7 @@ static void parse_vsock(struct options *o, char *arg)
 	o->vsock_path = comma + 1;
 }
 
-static uint64_t host_memory_mib(void)
+uint64_t host_memory_mib(void)
 {
 	return (uint64_t)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) >> 20;
 }

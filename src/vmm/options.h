@@ -46,4 +46,7 @@ struct options {
 
 void options_parse(struct options *o, int argc, char **argv);
 
+/* The host's RAM in MiB: the most a guest (booted or restored) may be given. */
+uint64_t host_memory_mib(void);
+
 #endif

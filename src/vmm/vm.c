@@ -29,17 +29,6 @@ static int fail(char *err, size_t errlen, const char *what)
  */
 static void *map_ram(uint64_t size, int fd, uint64_t off)
 {
-	if (fd >= 0 && getenv("KILN_DEBUG_EAGER")) {	/* DEBUG EXPERIMENT, NOT FOR COMMIT */
-		uint8_t *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-				  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-		for (uint64_t done = 0; p != MAP_FAILED && done < size;) {
-			ssize_t n = pread(fd, p + done, size - done, off + done);
-			if (n <= 0)
-				break;
-			done += n;
-		}
-		return p;
-	}
 	/* NORESERVE: untouched guest pages cost nothing; the guest faults them in as it uses them. */
 	int flags = MAP_PRIVATE | MAP_NORESERVE | (fd < 0 ? MAP_ANONYMOUS : 0);
 

@@ -120,6 +120,21 @@ def test_restart_and_delete(vm, ctx):
     assert ctx.encode() not in code(vm, "contexts", "ls").stdout
 
 
+def test_bash_context_in_the_guest_and_a_missing_interpreter_named(vm):
+    r = code(vm, "--language", "bash", "contexts", "create")
+    assert r.returncode == 0, r.stderr
+    sh = r.stdout.decode().strip()
+    assert code(vm, "--context", sh, "x=5; cd /tmp").returncode == 0
+    r = code(vm, "--context", sh, 'echo $((x * 2)) "$(pwd)" "$(id -u)"')
+    assert (r.returncode, r.stdout) == (0, b"10 /tmp 1000\n"), r.stderr
+    r = code(vm, "--context", sh, "ls /no/such/path")
+    assert r.returncode == 1 and b"No such file" in r.stderr
+    assert code(vm, "contexts", "rm", sh).returncode == 0
+    # The python image has no Node.js: the error says so rather than failing obscurely.
+    r = code(vm, "--language", "node", "contexts", "create")
+    assert r.returncode != 0 and b"node is not installed in this image" in r.stderr
+
+
 def test_warm_snapshot_gives_every_clone_a_ready_context(tmp_path):
     """kiln warm starts a context with the stack imported (/etc/kiln/warm-context.py); each
     clone's `kiln code --dir` runs in it at once, with random generators of its own."""

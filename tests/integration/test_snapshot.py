@@ -353,9 +353,29 @@ def test_broken_snapshots_are_refused(snap, tmp_path):
                        check=True)
         os.truncate(d / "memory", (128 << 20) - 4096)
 
+    def disks_as_symlinks(d):
+        # A writable disk that is a symlink would have the guest writing wherever it points.
+        for f in ("disk0", "disk1"):
+            outside = tmp_path / f"outside-{d.name}-{f}"
+            (d / f).rename(outside)
+            (d / f).symlink_to(outside)
+
+    def memory_writable_by_others(d):
+        (d / "memory").unlink()     # a hard link: the copy, not the shared file, is changed
+        subprocess.run(["cp", "--sparse=always", str(snap.dir / "memory"), str(d / "memory")],
+                       check=True)
+        os.chmod(d / "memory", 0o646)
+
+    def memory_fifo(d):
+        (d / "memory").unlink()
+        os.mkfifo(d / "memory")
+
     small = tmp_path / "small.img"
     small.write_bytes(b"\0" * 4096)
     cases = {
+        "writable disk a symlink": (disks_as_symlinks, [], "regular file"),
+        "memory a fifo": (memory_fifo, [], "memory"),
+        "memory writable by others": (memory_writable_by_others, [], "writable by others"),
         "truncated": (lambda d: write_state(d, state[:len(state) // 2]), [], "truncated"),
         "corrupted": (flip, [], "checksum"),
         "wrong version": (lambda d: write_state(d, state[:8] + b"\x63\0\0\0" + state[12:]), [],

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static int fail(char *err, size_t errlen, const char *what, const char *path)
@@ -39,7 +40,9 @@ int snap_write_memory(const struct guest_mem *gm, const char *path, char *err, s
 		}
 		off += gm->region[i].size;
 	}
-	if (finish(fd, off))
+	/* Clones map this file privately, reading unwritten pages from it as they go: it must
+	 * never change again, so nobody may write it, us included. */
+	if (fchmod(fd, 0400) < 0 || finish(fd, off))
 		return fail(err, errlen, "writing memory file", path);
 	return 0;
 }

@@ -280,7 +280,8 @@ out:
 
 static void *read_state_file(const char *path, size_t *len, char *err, size_t errlen)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* Not a symlink elsewhere, nor a FIFO that would block before the S_ISREG check. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	struct stat st;
 	uint8_t *buf = NULL;
 	size_t got = 0;
@@ -319,6 +320,35 @@ fail:
 }
 
 /*
+ * A writable disk's file, DIR/NAME, must be a plain file: not a symlink, which realpath would
+ * follow out of the directory (the guest could then write any file the VMM can).  d->path
+ * becomes the absolute name through the directory's real path, not the file's.
+ */
+static int writable_disk_path(const char *dir, struct dev_ident *d, const char *path, char *err,
+			      size_t errlen)
+{
+	char absdir[PATH_MAX], full[PATH_MAX];
+	struct stat st;
+
+	if (lstat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s: a writable disk must be a regular file in the snapshot "
+			 "directory", d->path);
+		return -1;
+	}
+	if (!realpath(dir, absdir)) {
+		snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+		return -1;
+	}
+	if (path_in(full, absdir, d->path, err, errlen))
+		return -1;
+	if (snprintf(d->path, sizeof(d->path), "%s", full) >= (int)sizeof(d->path)) {
+		snprintf(err, errlen, "%s: path too long", absdir);
+		return -1;
+	}
+	return 0;
+}
+
+/*
  * A disk named without a directory lives in the snapshot directory.  A writable disk must: a
  * state file cannot send a restored guest writing anywhere else (--disk N=PATH can).
  */
@@ -335,10 +365,16 @@ static int resolve_disks(const char *dir, struct snap_vm *s, char *err, size_t e
 				goto outside;
 			continue;
 		}
-		if (strchr(d->path, '/') || !strcmp(d->path, ".") || !strcmp(d->path, ".."))
+		if (strchr(d->path, '/') || !strcmp(d->path, ".") || !strcmp(d->path, "..") ||
+		    !strcmp(d->path, STATE_NAME) || !strcmp(d->path, MEMORY_NAME))
 			goto outside;
 		if (path_in(path, dir, d->path, err, errlen))
 			return -1;
+		if (!d->read_only) {
+			if (writable_disk_path(dir, d, path, err, errlen))
+				return -1;
+			continue;
+		}
 		/* Absolute, so that a snapshot of the restored VM still finds a read-only disk. */
 		if (!realpath(path, d->path))
 			snprintf(d->path, sizeof(d->path), "%s", path);
@@ -379,7 +415,8 @@ int snapshot_open_memory(const char *dir, const struct snap_vm *s, char *err, si
 
 	if (path_in(path, dir, MEMORY_NAME, err, errlen))
 		return -1;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* Not a symlink to some other file, nor a FIFO that would block us before the check. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0 || fstat(fd, &st) < 0) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		goto fail;
@@ -387,6 +424,12 @@ int snapshot_open_memory(const char *dir, const struct snap_vm *s, char *err, si
 	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != want) {
 		snprintf(err, errlen, "%s: %llu bytes, the snapshot's RAM is %llu", path,
 			 (unsigned long long)st.st_size, (unsigned long long)want);
+		goto fail;
+	}
+	/* Guest RAM reads through to this file for as long as the clone runs: someone else able
+	 * to write it could change a running guest's memory. */
+	if (st.st_uid != geteuid() || (st.st_mode & 022)) {
+		snprintf(err, errlen, "%s: writable by others than its owner, or not ours", path);
 		goto fail;
 	}
 	return fd;

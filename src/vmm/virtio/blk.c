@@ -216,7 +216,9 @@ struct virtio_dev *virtio_blk_create(const struct guest_mem *mem, const char *pa
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	b->fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	/* A writable path has been resolved already (options, snapshot restore): a symlink
+	 * appearing there since is refused rather than followed. */
+	b->fd = open(path, (read_only ? O_RDONLY : O_RDWR | O_NOFOLLOW) | O_CLOEXEC);
 	if (b->fd < 0 || fstat(b->fd, &st) < 0) {
 		snprintf(err, errlen, "disk %s: %s", path, strerror(errno));
 		goto fail;
