@@ -278,8 +278,9 @@ def test_200mb_upload_arrives_intact_without_growing_kilnd(kilnd, agent):
         body = r.read()
     finally:
         c.close()
-    console = kilnd.data / "sandboxes" / sb["id"] / "console.log"
-    assert r.status == 201, (body, console.read_text(errors="replace")[-3000:],
+    vm_dir = kilnd.data / "sandboxes" / sb["id"]
+    assert r.status == 201, (body, (vm_dir / "console.log").read_text(errors="replace")[-3000:],
+                             (vm_dir / "vmm.log").read_text(errors="replace")[-3000:],
                              kilnd.log_tail())
     assert json.loads(body) == {"path": "/root/big.bin", "bytes": UPLOAD_MIB << 20}
     hwm_after = vm_hwm_kib(kilnd.proc.pid)
