@@ -25,6 +25,7 @@
  *
  *   kiln sandbox create|ls|rm|pause|resume ...              sandboxes kept by kilnd
  *                                                          (sandbox_cmd.c)
+ *   kiln template ls|build|warm|unwarm ...                  kilnd's templates (template_cmd.c)
  * The commands above drive VMs directly; `kiln sandbox` goes through kilnd's API.
  */
 #include <errno.h>
@@ -46,6 +47,7 @@
 #include "../host/vmctl.h"
 #include "code.h"
 #include "sandbox_cmd.h"
+#include "template_cmd.h"
 
 #define EXIT_KILN	125
 #define EXIT_TIMEOUT	124
@@ -89,7 +91,8 @@ static void usage(void)
 		"            rm [-r] PATH|mv FROM TO   (each with --dir DIR|--sock SOCK)\n"
 		"       kiln exec --background ...   prints the PID; kiln attach PID resumes output\n"
 		"       kiln code ...   run code in a context (kiln code --help)\n"
-		"       kiln sandbox create|ls|rm|pause|resume ...   through kilnd (kiln sandbox)\n");
+		"       kiln sandbox create|ls|rm|pause|resume ...   through kilnd (kiln sandbox)\n"
+		"       kiln template ls|build|warm|unwarm ...   kilnd's templates (kiln template)\n");
 	exit(EXIT_KILN);
 }
 
@@ -609,5 +612,7 @@ int main(int argc, char **argv)
 		return cmd_code(argc, argv, vm_sock_path);
 	if (!strcmp(cmd, "sandbox"))
 		return cmd_sandbox(argc, argv);
+	if (!strcmp(cmd, "template"))
+		return cmd_template(argc, argv);
 	return cmd_guest(cmd, argc, argv);
 }

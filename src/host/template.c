@@ -68,8 +68,8 @@ static uint64_t fnv1a64(const char *s)
 	return h;
 }
 
-/* "NAME-CPUSxMEM-" for spec: the image's file name without .ext4, and its shape. */
-static void name_prefix(const struct vm_spec *s, char *out, size_t len)
+/* "NAME-" for spec: the image's file name without .ext4, made safe for a file name. */
+static void image_prefix(const struct vm_spec *s, char *out, size_t len)
 {
 	char name[sizeof(s->name)];
 
@@ -82,7 +82,16 @@ static void name_prefix(const struct vm_spec *s, char *out, size_t len)
 		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
 		      *p == '-' || *p == '_'))
 			*p = '_';
-	snprintf(out, len, "%s-%ux%u-", name, s->cpus, s->memory_mib);
+	snprintf(out, len, "%s-", name);
+}
+
+/* "NAME-CPUSxMEM-": the image prefix and the shape. */
+static void name_prefix(const struct vm_spec *s, char *out, size_t len)
+{
+	char image[NAME_MAX + 2];
+
+	image_prefix(s, image, sizeof(image));
+	snprintf(out, len, "%s%ux%u-", image, s->cpus, s->memory_mib);
 }
 
 static void snapshot_dir(const struct vm_spec *s, const char *key, char *dir, size_t len)
@@ -305,6 +314,38 @@ static void remove_stale(const struct vm_spec *s, const char *keep)
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", warm, d->d_name);
 		rm_quiet(path);
+	}
+	closedir(dp);
+}
+
+void template_each(const struct vm_spec *s,
+		   void (*fn)(const char *dir, unsigned cpus, unsigned memory_mib, void *ctx),
+		   void *ctx)
+{
+	char warm[PATH_MAX], prefix[NAME_MAX + 2], path[PATH_MAX * 2], found[PATH_MAX];
+	struct vm_spec shape = *s;
+	struct dirent *d;
+	size_t plen;
+	DIR *dp;
+
+	snprintf(warm, sizeof(warm), "%s/warm", cache_dir());
+	image_prefix(s, prefix, sizeof(prefix));
+	plen = strlen(prefix);
+	dp = opendir(warm);
+	if (!dp)
+		return;
+	while ((d = readdir(dp))) {
+		char hex[17];
+		int end = 0;
+
+		if (strncmp(d->d_name, prefix, plen) ||
+		    sscanf(d->d_name + plen, "%ux%u-%16[0-9a-f]%n", &shape.cpus, &shape.memory_mib,
+			   hex, &end) != 3 || d->d_name[plen + end])
+			continue;
+		/* The name alone is not enough: another image may share the file name. */
+		snprintf(path, sizeof(path), "%s/%s", warm, d->d_name);
+		if (template_find(&shape, found, sizeof(found)) == 0 && !strcmp(found, path))
+			fn(path, shape.cpus, shape.memory_mib, ctx);
 	}
 	closedir(dp);
 }

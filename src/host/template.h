@@ -31,6 +31,12 @@ int template_find(const struct vm_spec *spec, char *dir, size_t len);
 int template_clone(const char *dir, const char *snap_dir, const struct vm_spec *spec,
 		   struct agent_error *e);
 
+/* Call fn for each complete and current warm snapshot of spec's image, whatever its shape
+ * (spec's cpus and memory_mib are ignored; its scratch size counts). */
+void template_each(const struct vm_spec *spec,
+		   void (*fn)(const char *dir, unsigned cpus, unsigned memory_mib, void *ctx),
+		   void *ctx);
+
 /* Build spec's warm snapshot (replacing a stale one of the same image).  0 or -1 with e. */
 int template_warm(const struct vm_spec *spec, char *dir, size_t len, struct agent_error *e);
 

@@ -140,6 +140,14 @@ static enum MHD_Result dispatch(struct request *r)
 	case R_SNAPSHOT_GET:
 	case R_SNAPSHOT_DELETE:
 		return api_snapshots(r);
+	case R_TEMPLATES_LIST:
+	case R_TEMPLATE_GET:
+	case R_TEMPLATE_BUILD:
+	case R_TEMPLATE_BUILD_GET:
+	case R_TEMPLATE_WARM:
+	case R_TEMPLATE_WARM_GET:
+	case R_TEMPLATE_UNWARM:
+		return api_templates(r);
 	default:
 		return api_sandboxes(r);
 	}

@@ -48,6 +48,7 @@ enum MHD_Result api_processes(struct request *r);
 enum MHD_Result api_snapshots(struct request *r);
 /* End process output streams so that their connections can close (at shutdown). */
 void processes_stop(void);
+enum MHD_Result api_templates(struct request *r);	/* api_templates.c */
 
 /* The sandbox of the request's {id} if it belongs to the caller; 404 into r->e otherwise. */
 int own_sandbox(struct request *r, struct sandbox *s);

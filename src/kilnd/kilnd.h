@@ -30,6 +30,8 @@ struct kilnd_config {
 	struct prices prices;
 	struct template_def templates[MAX_TEMPLATES];
 	int ntemplates;
+	char recipes_dir[PATH_MAX];	/* images/: NAME/recipe and the build script */
+	char images_dir[PATH_MAX];	/* DATA/images: NAME.ext4 built through the API */
 };
 
 extern struct kilnd_config cfg;

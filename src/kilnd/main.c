@@ -3,7 +3,7 @@
  * admin key, adopting the VMs of a previous run), then serve until SIGTERM or SIGINT.
  *
  *   kilnd [--socket PATH] [--listen ADDR:PORT] [--data DIR] [--admin-key-file FILE]
- *         [--prices FILE] [--template NAME=ROOTFS]... [-v]
+ *         [--prices FILE] [--template NAME=ROOTFS]... [--recipes DIR] [-v]
  *
  * See docs/kilnd.md.
  */
@@ -26,6 +26,7 @@
 #include "kilnd.h"
 #include "meter.h"
 #include "sandbox.h"
+#include "templates.h"
 
 struct kilnd_config cfg;
 
@@ -60,7 +61,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: kilnd [--socket PATH] [--listen ADDR:PORT] [--data DIR]\n"
 			"             [--admin-key-file FILE] [--prices FILE]\n"
-			"             [--template NAME=ROOTFS]... [-v]\n");
+			"             [--template NAME=ROOTFS]... [--recipes DIR] [-v]\n");
 	exit(2);
 }
 
@@ -129,11 +130,12 @@ int main(int argc, char **argv)
 		{ "admin-key-file", required_argument, NULL, 'a' },
 		{ "prices", required_argument, NULL, 'p' },
 		{ "template", required_argument, NULL, 't' },
+		{ "recipes", required_argument, NULL, 'r' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ 0 }
 	};
 	const char *sock = "/run/kiln/kilnd.sock", *listen_addr = NULL, *data = "/var/lib/kiln";
-	const char *key_file = NULL, *prices = NULL;
+	const char *key_file = NULL, *prices = NULL, *recipes = NULL;
 	char path[PATH_MAX + 16], err[512];
 	sigset_t sigs;
 	int c, fd, sig;
@@ -147,6 +149,7 @@ int main(int argc, char **argv)
 		case 'a': key_file = optarg; break;
 		case 'p': prices = optarg; break;
 		case 't': add_template(optarg); break;
+		case 'r': recipes = optarg; break;
 		case 'v': log_set_verbose(true); break;
 		default: usage();
 		}
@@ -159,6 +162,7 @@ int main(int argc, char **argv)
 		die(1, "%s: %s", data, strerror(errno));
 	snprintf(cfg.sandboxes_dir, sizeof(cfg.sandboxes_dir), "%s/sandboxes", cfg.data_dir);
 	make_dir(cfg.sandboxes_dir);
+	templates_init(recipes);
 
 	snprintf(path, sizeof(path), "%s/admin.key", cfg.data_dir);
 	if (auth_load_admin(key_file ? key_file : path, !key_file, err, sizeof(err)))

@@ -1,6 +1,7 @@
 /*
  * router.c - see router.h.  Routes are a table of method, path pattern and flags; a pattern
- * segment "{id}" matches one identifier, "{pid}" one process id.
+ * segment "{id}" matches one identifier, "{pid}" one process id, "{name}" any segment (its
+ * handler validates it, so a bad template name is a 400 that says why rather than a 404).
  */
 #include "router.h"
 
@@ -44,6 +45,13 @@ static const struct route_def routes[] = {
 	{ "GET", "/v1/snapshots", R_SNAPSHOTS_LIST, false, true },
 	{ "GET", "/v1/snapshots/{id}", R_SNAPSHOT_GET, false, true },
 	{ "DELETE", "/v1/snapshots/{id}", R_SNAPSHOT_DELETE, false, true },
+	{ "GET", "/v1/templates", R_TEMPLATES_LIST, false, false },
+	{ "GET", "/v1/templates/{name}", R_TEMPLATE_GET, false, false },
+	{ "POST", "/v1/templates/{name}/build", R_TEMPLATE_BUILD, true, false },
+	{ "GET", "/v1/templates/{name}/build", R_TEMPLATE_BUILD_GET, false, false },
+	{ "POST", "/v1/templates/{name}/warm", R_TEMPLATE_WARM, true, false },
+	{ "GET", "/v1/templates/{name}/warm", R_TEMPLATE_WARM_GET, false, false },
+	{ "DELETE", "/v1/templates/{name}/warm", R_TEMPLATE_UNWARM, true, false },
 };
 
 static bool id_char(char c)
@@ -82,6 +90,18 @@ static bool path_matches(const char *pattern, const char *path, char *id, unsign
 				return false;
 			path += n;
 			pattern += 5;
+			continue;
+		}
+		if (!strncmp(pattern, "{name}", 6)) {
+			size_t n = strcspn(path, "/");
+
+			if (n == 0)
+				return false;
+			if (n < ROUTE_ID_MAX)
+				memcpy(id, path, n);
+			id[n < ROUTE_ID_MAX ? n : 0] = 0;
+			path += n;
+			pattern += 6;
 			continue;
 		}
 		if (!strncmp(pattern, "{id}", 4)) {

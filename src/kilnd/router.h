@@ -19,6 +19,8 @@ enum route {
 	R_PROCS_START, R_PROCS_LIST, R_PROC_SIGNAL, R_PROC_STDIN, R_PROC_OUTPUT,
 	R_FILES_STAT, R_FILES_MKDIR, R_FILES_DELETE, R_FILES_RENAME,
 	R_SANDBOX_SNAPSHOT, R_SNAPSHOTS_LIST, R_SNAPSHOT_GET, R_SNAPSHOT_DELETE,
+	R_TEMPLATES_LIST, R_TEMPLATE_GET, R_TEMPLATE_BUILD, R_TEMPLATE_BUILD_GET,
+	R_TEMPLATE_WARM, R_TEMPLATE_WARM_GET, R_TEMPLATE_UNWARM,
 };
 
 #define ROUTE_ID_MAX	64
@@ -34,7 +36,9 @@ struct route_match {
 
 /* 200 and m filled in, 404 for an unknown path, 405 for a known path with another method.
  * path excludes the query string.  An {id} must be 1-63 characters of [a-z0-9-]; a {pid}
- * 1-10 decimal digits without a leading zero, at most 2^31-1 (a Linux pid). */
+ * 1-10 decimal digits without a leading zero, at most 2^31-1 (a Linux pid).  A {name} is
+ * any non-empty segment, copied to m->id for its handler to judge and answer 400 (one of
+ * 64 bytes or more becomes "", never a valid name). */
 int router_match(const char *method, const char *path, struct route_match *m);
 
 #endif

@@ -16,8 +16,7 @@
 #include "../host/template.h"
 #include "../host/vmctl.h"
 #include "db.h"
-
-#define SCRATCH_MIB	4096	/* sparse, as `kiln up` makes it */
+#include "templates.h"
 
 int template_rootfs(const char *name, char *path, size_t len)
 {
@@ -26,6 +25,8 @@ int template_rootfs(const char *name, char *path, size_t len)
 			snprintf(path, len, "%s", cfg.templates[i].path);
 			return access(path, R_OK);
 		}
+	if (template_built(name, path, len) == 0)
+		return 0;
 	return image_path(name, path, len);
 }
 
@@ -121,7 +122,7 @@ int sandbox_create(const struct agent *a, const struct create_req *req, json_t *
 	}
 	free(md);
 	spec = (struct vm_spec){ .rootfs = img, .cpus = r->cpus, .memory_mib = r->memory_mib,
-				 .scratch_mib = SCRATCH_MIB, .hostname = s.id };
+				 .scratch_mib = SANDBOX_SCRATCH_MIB, .hostname = s.id };
 	const char *base = strrchr(given, '/');
 
 	snprintf(spec.name, sizeof(spec.name), "%s", base ? base + 1 : given);

@@ -9,6 +9,8 @@
 #include "json.h"
 #include "kilnd.h"
 
+#define SANDBOX_SCRATCH_MIB	4096	/* sparse, as `kiln up` makes it; warm snapshots match */
+
 /* Create a sandbox for agent a; its JSON record in *out.  0, or -1 with e set. */
 int sandbox_create(const struct agent *a, const struct create_req *r, json_t **out,
 		   struct api_error *e);
@@ -32,7 +34,8 @@ void sandbox_adopt_all(void);
 /* A running sandbox whose VMM is gone becomes lost; returns true if it was. */
 bool sandbox_check_alive(const struct sandbox *s);
 
-/* Root image of a template name: a --template registration, else build/images/NAME.ext4. */
+/* Root image of a template name: a --template registration, else one built through the API
+ * (DATA/images/NAME.ext4, api_templates.c), else build/images/NAME.ext4. */
 int template_rootfs(const char *name, char *path, size_t len);
 
 #endif

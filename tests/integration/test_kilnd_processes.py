@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import ROOT, busybox_image
-from test_kilnd import Kilnd, UnixHTTPConnection, error_of, exec_
+from kilnd_helpers import Kilnd, UnixHTTPConnection, error_of, exec_, stop_kilnd
 
 STREAM_TIMEOUT = 300
 DISK_PRICE = 1000000        # micro-USDC per GiB-second of scratch disk: big enough to see
@@ -27,11 +27,7 @@ def kilnd(tmp_path_factory):
     k.prices.write_text(f"vcpu_second = 0\ngib_second = 0\ndisk_gib_second = {DISK_PRICE}\n")
     k.start()
     yield k
-    k.stop()
-    for sb_dir in (k.data / "sandboxes").glob("*"):
-        subprocess.run([str(ROOT / "build" / "kiln"), "down", "--dir", str(sb_dir)],
-                       capture_output=True, timeout=60)
-    print((tmp / "kilnd.log").read_text(errors="replace")[-3000:])
+    stop_kilnd(k)
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,12 @@ running; a new sandbox created from the snapshot has the files and the running p
 original had at that moment, its own identity, and writes of its own; another agent cannot
 see, use or delete the snapshot; a deleted snapshot creates nothing; bad requests name the
 field.  Reuses test_kilnd's Kilnd harness; three small VMs in all."""
-import subprocess
 import time
 
 import pytest
 
-from conftest import ROOT, busybox_image
-from test_kilnd import Kilnd, error_of, exec_
+from conftest import busybox_image
+from kilnd_helpers import Kilnd, error_of, exec_, stop_kilnd
 
 
 @pytest.fixture(scope="module")
@@ -18,11 +17,7 @@ def kilnd(tmp_path_factory):
     k = Kilnd(tmp, busybox_image(tmp_path_factory.mktemp("kilndsimg")))
     k.start()
     yield k
-    k.stop()
-    for sb_dir in (k.data / "sandboxes").glob("*"):
-        subprocess.run([str(ROOT / "build" / "kiln"), "down", "--dir", str(sb_dir)],
-                       capture_output=True, timeout=60)
-    print(k.log_tail())
+    stop_kilnd(k)
 
 
 @pytest.fixture(scope="module")

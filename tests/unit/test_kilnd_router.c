@@ -1,7 +1,8 @@
 /*
  * test_kilnd_router.c - kilnd's router: every route by method and path, {id} extracted,
  * unknown paths 404, known paths with another method 405 and the allowed methods, and hostile
- * ids (too long, slashes, dots, upper case, empty) never matched.
+ * ids (too long, slashes, dots, upper case, empty) never matched; a template {name} handed to
+ * its handler whatever it holds (the handler answers 400), but never across a '/'.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -53,6 +54,38 @@ static void test_routes(void **state)
 	assert_int_equal(router_match("GET", "/v1/sandboxes", &m), 200);
 	assert_true(m.agent);
 	assert_false(m.admin);
+}
+
+static void test_template_names_reach_their_handler(void **state)
+{
+	char longname[200] = "/v1/templates/";
+	struct route_match m;
+
+	(void)state;
+	assert_int_equal(router_match("GET", "/v1/templates", &m), 200);
+	assert_int_equal(m.route, R_TEMPLATES_LIST);
+	assert_false(m.admin || m.agent);
+	assert_int_equal(router_match("GET", "/v1/templates/Bad..Name", &m), 200);
+	assert_int_equal(m.route, R_TEMPLATE_GET);
+	assert_string_equal(m.id, "Bad..Name");
+	assert_int_equal(router_match("POST", "/v1/templates/python/build", &m), 200);
+	assert_int_equal(m.route, R_TEMPLATE_BUILD);
+	assert_true(m.admin);
+	assert_int_equal(router_match("GET", "/v1/templates/python/build", &m), 200);
+	assert_int_equal(m.route, R_TEMPLATE_BUILD_GET);
+	assert_false(m.admin);
+	assert_int_equal(router_match("DELETE", "/v1/templates/base/warm", &m), 200);
+	assert_int_equal(m.route, R_TEMPLATE_UNWARM);
+	assert_true(m.admin);
+	assert_string_equal(m.id, "base");
+	assert_int_equal(router_match("PUT", "/v1/templates/base/warm", &m), 405);
+	assert_string_equal(m.allow, "POST, GET, DELETE");
+	/* A dot-dot never escapes its segment: the path below has one segment too many. */
+	assert_int_equal(router_match("GET", "/v1/templates/../agents", &m), 404);
+	assert_int_equal(router_match("GET", "/v1/templates/", &m), 404);
+	memset(longname + strlen(longname), 'a', 100);
+	assert_int_equal(router_match("GET", longname, &m), 200);
+	assert_string_equal(m.id, "");	/* too long: no valid name, so the handler says 400 */
 }
 
 static void test_wrong_method_is_405(void **state)
@@ -136,6 +169,7 @@ int main(void)
 		cmocka_unit_test(test_pid_segment),
 		cmocka_unit_test(test_routes),
 		cmocka_unit_test(test_wrong_method_is_405),
+		cmocka_unit_test(test_template_names_reach_their_handler),
 		cmocka_unit_test(test_unknown_and_hostile_paths_are_404),
 	};
 
