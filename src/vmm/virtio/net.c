@@ -98,6 +98,7 @@ struct virtio_net {
 	/* I/O thread only */
 	unsigned seen_epoch;
 	bool tap_watched;
+	bool tap_gone;			/* hung up or failed: out of the epoll set for good */
 	struct tbucket rl[2][2];	/* [DIR_*][UNIT_*] */
 	struct pcap_writer pcap;
 	uint8_t rx_frame[NET_MAX_FRAME + 1];	/* one more: a longer frame shows as too long */
@@ -295,7 +296,7 @@ static void watch_tap(struct virtio_net *nd, bool on)
 {
 	struct epoll_event ev = { .events = on ? EPOLLIN : 0, .data.u32 = 1 };
 
-	if (nd->tap_watched == on)
+	if (nd->tap_watched == on || nd->tap_gone)
 		return;
 	if (!epoll_ctl(nd->ep, EPOLL_CTL_MOD, nd->fd, &ev))
 		nd->tap_watched = on;
@@ -359,6 +360,13 @@ static void *io_thread(void *arg)
 
 			if (ev[i].data.u32 == 0 && read(nd->kick_fd, &v, sizeof(v)) < 0)
 				continue;
+			/* Reported whatever we ask for: left in the set it would spin the loop. */
+			if (ev[i].data.u32 == 1 && (ev[i].events & (EPOLLERR | EPOLLHUP)) &&
+			    !nd->tap_gone) {
+				log_warn("virtio-net: the host side of the NIC hung up");
+				epoll_ctl(nd->ep, EPOLL_CTL_DEL, nd->fd, NULL);
+				nd->tap_gone = true;
+			}
 		}
 		timeout = service(nd);
 	}
