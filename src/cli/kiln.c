@@ -57,8 +57,10 @@ struct opts {
 	char *env[MAX_ENV + 1];
 	int nenv;
 	const char *cwd, *user;
-	bool tty, background, recursive, cold, verbose;
+	bool tty, background, recursive, cold, verbose, net;
 	unsigned timeout_s, depth;
+	const char *net_allow;
+	unsigned net_rate_kib;
 };
 
 static volatile sig_atomic_t winch, interrupted;
@@ -81,7 +83,8 @@ static void usage(void)
 		"       kiln up   [--image NAME|--rootfs FILE] [--cpus N] [--memory MIB] --dir DIR\n"
 		"       kiln down --dir DIR | pause --dir DIR | resume --dir DIR\n"
 		"       kiln warm [--image NAME|--rootfs FILE] [--cpus N] [--memory MIB]\n"
-		"       (run and up also take --cold: boot, do not clone the warm snapshot; -v)\n"
+		"       (run and up also take --cold: boot, do not clone the warm snapshot; -v;\n"
+		"        --net: a NIC, TCP only to --net-allow CIDR[,CIDR...], --net-rate KIB/s)\n"
 		"       kiln exec --dir DIR|--sock SOCK [-e K=V]... [-w DIR] [-u USER] [-t]\n"
 		"                 [--timeout SEC] -- CMD [ARGS...]\n"
 		"       kiln cp   --dir DIR|--sock SOCK SRC DST   (guest paths start with ':')\n"
@@ -118,6 +121,8 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "background", no_argument, NULL, 'b' }, { "depth", required_argument, NULL, 'D' },
 		{ "recursive", no_argument, NULL, 'R' }, { "cold", no_argument, NULL, 'C' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "net", no_argument, NULL, 'N' }, { "net-allow", required_argument, NULL, 'A' },
+		{ "net-rate", required_argument, NULL, 'L' },
 		{ 0 }
 	};
 	int c;
@@ -152,6 +157,10 @@ static int parse(int argc, char **argv, struct opts *o)
 		case 'r': o->recursive = true; break;
 		case 'C': o->cold = true; break;
 		case 'v': o->verbose = true; break;
+		case 'N': o->net = true; break;
+		case 'A': o->net = true; o->net_allow = optarg; break;
+		case 'L': o->net = true; o->net_rate_kib = number("--net-rate", optarg, 1, 1 << 30);
+			break;
 		default: usage();
 		}
 	}
@@ -324,7 +333,9 @@ static void vm_spec_of(const struct opts *o, struct vm_spec *s, char *img, size_
 	if (access(given, R_OK) || len < PATH_MAX || !realpath(given, img))
 		fail("root image %s: not readable", given);
 	*s = (struct vm_spec){ .rootfs = img, .cpus = o->cpus, .memory_mib = o->memory,
-			       .scratch_mib = 4096, .hostname = o->hostname };
+			       .scratch_mib = 4096, .hostname = o->hostname, .net = o->net,
+			       .net_allow = o->net_allow,
+			       .net_rate = (uint64_t)o->net_rate_kib * 1024 };
 	const char *base = strrchr(given, '/');
 
 	snprintf(s->name, sizeof(s->name), "%s", base ? base + 1 : given);
@@ -346,7 +357,8 @@ static void start_vm(const char *dir, const struct opts *o, const struct vm_spec
 	struct timespec t0;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	if (!o->cold && template_find(spec, snap, sizeof(snap)) == 0) {
+	/* Warm snapshots have no NIC: a networked sandbox boots. */
+	if (!o->cold && !spec->net && template_find(spec, snap, sizeof(snap)) == 0) {
 		if (template_clone(dir, snap, spec, &e) == 0) {
 			if (o->verbose)
 				fprintf(stderr, "kiln: cloned warm snapshot %s in %.0f ms\n", snap,

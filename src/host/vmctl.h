@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "../client/agent_client.h"
@@ -19,6 +20,9 @@ struct vm_spec {
 	unsigned cpus, memory_mib;
 	unsigned scratch_mib;		/* sparse writable layer */
 	const char *hostname;
+	bool net;			/* a NIC in its own network namespace (netns.h) */
+	const char *net_allow;		/* comma-separated IPv4 CIDRs TCP may reach; NULL: none */
+	uint64_t net_rate;		/* bytes per second each way; 0: unlimited */
 };
 
 /* Boot a VM into dir (created) and wait until its agent answers.  0 or -1 with e set. */
