@@ -59,7 +59,7 @@ struct opts {
 	const char *cwd, *user;
 	bool tty, background, recursive, cold, verbose, net;
 	unsigned timeout_s, depth;
-	const char *net_allow;
+	const char *net_allow, *net_pcap;
 	unsigned net_rate_kib;
 };
 
@@ -84,7 +84,8 @@ static void usage(void)
 		"       kiln down --dir DIR | pause --dir DIR | resume --dir DIR\n"
 		"       kiln warm [--image NAME|--rootfs FILE] [--cpus N] [--memory MIB]\n"
 		"       (run and up also take --cold: boot, do not clone the warm snapshot; -v;\n"
-		"        --net: a NIC, TCP only to --net-allow CIDR[,CIDR...], --net-rate KIB/s)\n"
+		"        --net: a NIC, TCP only to --net-allow CIDR[,CIDR...], --net-rate KIB/s,\n"
+		"        --net-pcap FILE: every frame captured, up to 64 MiB)\n"
 		"       kiln exec --dir DIR|--sock SOCK [-e K=V]... [-w DIR] [-u USER] [-t]\n"
 		"                 [--timeout SEC] -- CMD [ARGS...]\n"
 		"       kiln cp   --dir DIR|--sock SOCK SRC DST   (guest paths start with ':')\n"
@@ -123,6 +124,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "net", no_argument, NULL, 'N' }, { "net-allow", required_argument, NULL, 'A' },
 		{ "net-rate", required_argument, NULL, 'L' },
+		{ "net-pcap", required_argument, NULL, 'P' },
 		{ 0 }
 	};
 	int c;
@@ -159,6 +161,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		case 'v': o->verbose = true; break;
 		case 'N': o->net = true; break;
 		case 'A': o->net = true; o->net_allow = optarg; break;
+		case 'P': o->net = true; o->net_pcap = optarg; break;
 		case 'L': o->net = true; o->net_rate_kib = number("--net-rate", optarg, 1, 1 << 30);
 			break;
 		default: usage();
@@ -336,6 +339,20 @@ static void vm_spec_of(const struct opts *o, struct vm_spec *s, char *img, size_
 			       .scratch_mib = 4096, .hostname = o->hostname, .net = o->net,
 			       .net_allow = o->net_allow,
 			       .net_rate = (uint64_t)o->net_rate_kib * 1024 };
+	if (o->net_pcap) {
+		static char pcap[PATH_MAX];
+
+		/* kiln-vmm's --net splits at commas, and runs from elsewhere: absolute path. */
+		if (strchr(o->net_pcap, ','))
+			fail("--net-pcap %s: no commas in the path, please", o->net_pcap);
+		if (o->net_pcap[0] == '/')
+			snprintf(pcap, sizeof(pcap), "%s", o->net_pcap);
+		else if (getcwd(pcap, sizeof(pcap) - strlen(o->net_pcap) - 2))
+			snprintf(pcap + strlen(pcap), sizeof(pcap) - strlen(pcap), "/%s", o->net_pcap);
+		else
+			fail("--net-pcap %s: cannot make the path absolute", o->net_pcap);
+		s->net_pcap = pcap;
+	}
 	const char *base = strrchr(given, '/');
 
 	snprintf(s->name, sizeof(s->name), "%s", base ? base + 1 : given);

@@ -227,7 +227,7 @@ static pid_t spawn_boot(const char *dir, const struct vm_spec *s)
 {
 	char kernel[PATH_MAX], initrd[PATH_MAX];
 	char root[PATH_MAX + 16], scratch[PATH_MAX + 16];
-	char cpus[16], mem[16], cmdline[512], net[128];
+	char cpus[16], mem[16], cmdline[512], net[PATH_MAX + 128];
 	struct vmm_io io;
 
 	artefact("KILN_KERNEL", "vmlinux", kernel, sizeof(kernel));
@@ -247,8 +247,9 @@ static pid_t spawn_boot(const char *dir, const struct vm_spec *s)
 			 NULL, NULL, NULL };
 
 	if (s->net) {
-		snprintf(net, sizeof(net), "tap=" NETNS_TAP ",rx_bps=%llu,tx_bps=%llu",
-			 (unsigned long long)s->net_rate, (unsigned long long)s->net_rate);
+		snprintf(net, sizeof(net), "tap=" NETNS_TAP ",rx_bps=%llu,tx_bps=%llu%s%s",
+			 (unsigned long long)s->net_rate, (unsigned long long)s->net_rate,
+			 s->net_pcap ? ",pcap=" : "", s->net_pcap ? s->net_pcap : "");
 		argv[21] = "--net";
 		argv[22] = net;
 	}

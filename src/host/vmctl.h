@@ -23,6 +23,7 @@ struct vm_spec {
 	bool net;			/* a NIC in its own network namespace (netns.h) */
 	const char *net_allow;		/* comma-separated IPv4 CIDRs TCP may reach; NULL: none */
 	uint64_t net_rate;		/* bytes per second each way; 0: unlimited */
+	const char *net_pcap;		/* capture every frame here (absolute); NULL: none */
 };
 
 /* Boot a VM into dir (created) and wait until its agent answers.  0 or -1 with e set. */

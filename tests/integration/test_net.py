@@ -142,7 +142,7 @@ def world(tmp_path_factory):
              "10.99.0.0/24,0.0.0.0/0,169.254.169.254/32,10.200.0.0/16")
         vms.append(a)
         kiln("up", "--rootfs", image, "--dir", b, "--net-allow", "10.99.0.0/24",
-             "--net-rate", RATE_KIB)
+             "--net-rate", RATE_KIB, "--net-pcap", Path(tmp) / "b.pcap")
         vms.append(b)
         yield {"a": a, "b": b, "image": image, "udp_log": udp_log, "tmp": Path(tmp)}
     finally:
@@ -257,6 +257,25 @@ def test_rate_limit_caps_throughput(world):
     # The first 1/10 s of budget comes at once; the rest at the rate.
     assert rates["b"] <= RATE_KIB * 1.25
     assert rates["b"] >= RATE_KIB * 0.5
+
+
+def test_pcap_records_the_frames(world):
+    """B captures every frame: the upstream's answer is in the file, whole, after a header."""
+    status, out = fetch(world["b"], "http://10.99.0.2/hello.txt")
+    assert status == 0, out
+    data = (world["tmp"] / "b.pcap").read_bytes()
+    assert data[:4] == bytes.fromhex("d4c3b2a1")          # libpcap, microseconds, LE
+    assert int.from_bytes(data[20:24], "little") == 1     # Ethernet
+    assert b"hello from upstream" in data
+    assert b"GET /hello.txt" in data
+    # Records chain exactly to the end of the file.
+    off, frames = 24, 0
+    while off < len(data):
+        incl = int.from_bytes(data[off + 8:off + 12], "little")
+        assert 14 <= incl <= 1518
+        off += 16 + incl
+        frames += 1
+    assert off == len(data) and frames > 4
 
 
 def test_pause_and_resume_keep_the_network(world):
