@@ -78,6 +78,15 @@ $(B)/asan/tests/test_kilnd_%: $(call asan_obj,tests/unit/test_kilnd_%.c $(KILND_
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $(SANITIZE) $^ -lcmocka -ljansson -o $@
 
+# The network policy's pure half (src/host/netns.c) needs nothing else.
+$(B)/tests/test_netns: $(call obj,tests/unit/test_netns.c src/host/netns.c)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) $^ -lcmocka -o $@
+
+$(B)/asan/tests/test_netns: $(call asan_obj,tests/unit/test_netns.c src/host/netns.c)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) $(SANITIZE) $^ -lcmocka -o $@
+
 $(B)/kiln: $(call obj,$(CLI_SRC) $(HOST_SRC) $(CLIENT_SRC) $(PROTO_SRC) src/common/sparse_file.c)
 	$(CC) $(LDFLAGS) $^ -ljansson -o $@
 
