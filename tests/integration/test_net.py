@@ -284,3 +284,21 @@ def test_pause_and_resume_keep_the_network(world):
     kiln("resume", "--dir", b)
     status, out = fetch(b, "http://10.99.0.2/hello.txt", timeout=15)
     assert (status, out) == (0, "hello from upstream\n")
+
+
+@pytest.mark.parametrize("arg, why", [
+    ("mac=02:00:00:00:00:01", "exactly one of tap=NAME and fd=N"),
+    ("tap=a,fd=3", "exactly one of tap=NAME and fd=N"),
+    ("tap=this-name-is-too-long", "unknown option"),
+    ("tap=t0,mac=01:00:00:00:00:01", "multicast"),
+    ("tap=t0,mac=02:00:00:00:00", "not a MAC address"),
+    ("tap=t0,rx_bps=-1", "not a number"),
+    ("tap=t0,pcap_max=10", "out of range"),
+    ("tap=t0,bogus=1", "unknown option"),
+])
+def test_vmm_refuses_bad_net_options(arg, why):
+    """Bad --net arguments end kiln-vmm with status 2 and a reason, before any guest runs."""
+    r = subprocess.run([str(ROOT / "build" / "kiln-vmm"), "--kernel", str(ROOT / "build" /
+                        "vmlinux"), "--net", arg], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert why in r.stderr

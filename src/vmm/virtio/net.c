@@ -33,6 +33,8 @@
  * nd->paused under the lock, so once virtio_pause() returns no ring is touched and no interrupt
  * raised.  No chain is ever held across rounds, so a snapshot never misses a buffer; a frame
  * read from the tap but not yet delivered is simply lost across a snapshot, as on a wire.
+ * Capture records are written by the I/O thread in the same critical section as the frame
+ * (small appends to a local file), so the pcap's order is the wire's.
  */
 #include <errno.h>
 #include <fcntl.h>
