@@ -82,6 +82,7 @@ static void usage(void)
 		"                 [-w DIR] [-u USER] [-t] [--timeout SEC] -- CMD [ARGS...]\n"
 		"       kiln up   [--image NAME|--rootfs FILE] [--cpus N] [--memory MIB] --dir DIR\n"
 		"       kiln down --dir DIR | pause --dir DIR | resume --dir DIR\n"
+		"       kiln net-policy --dir DIR [--net-allow CIDR,...]   replace the egress policy\n"
 		"       kiln warm [--image NAME|--rootfs FILE] [--cpus N] [--memory MIB]\n"
 		"       (run and up also take --cold: boot, do not clone the warm snapshot; -v;\n"
 		"        --net: a NIC, TCP only to --net-allow CIDR[,CIDR...], --net-rate KIB/s,\n"
@@ -467,6 +468,19 @@ static int cmd_down(int argc, char **argv)
 	return 0;
 }
 
+/* kiln net-policy --dir DIR [--net-allow CIDR,...]: replace a running sandbox's egress policy. */
+static int cmd_net_policy(int argc, char **argv)
+{
+	struct agent_error e = { 0 };
+	struct opts o;
+
+	if (parse(argc, argv, &o) != argc || !o.dir)
+		usage();
+	if (vm_set_net_policy(o.dir, o.net_allow, &e))
+		fail("%s", e.message);
+	return 0;
+}
+
 static int cmd_exec(int argc, char **argv)
 {
 	struct opts o;
@@ -626,6 +640,8 @@ int main(int argc, char **argv)
 		return cmd_up(argc, argv);
 	if (!strcmp(cmd, "down"))
 		return cmd_down(argc, argv);
+	if (!strcmp(cmd, "net-policy"))
+		return cmd_net_policy(argc, argv);
 	if (!strcmp(cmd, "warm"))
 		return cmd_warm(argc, argv);
 	if (!strcmp(cmd, "pause") || !strcmp(cmd, "resume"))

@@ -16,6 +16,8 @@
  * multicast or reserved ranges; private ranges (RFC 1918, CGNAT, benchmarking) only where an
  * allowed CIDR lies inside one, so "0.0.0.0/0" means the public internet.  UDP (DNS, QUIC), ICMP,
  * IPv6 and everything addressed to the namespace itself are dropped; nothing may connect in.
+ * Every packet from the guest is checked, not only a connection's first, so replacing the
+ * policy (netns_set_policy) cuts connections it no longer allows; refused TCP gets a reset.
  * On the host, a table drops whatever arrives from a kv-* link for the host itself, should a
  * host address be added after the sandbox's ruleset was made.
  *
@@ -237,18 +239,25 @@ int netns_ruleset(const char *allow, const uint32_t *host_addrs, unsigned nhost,
 	    "\t}\n"
 	    "\tchain forward {\n"
 	    "\t\ttype filter hook forward priority filter; policy drop;\n"
-	    "\t\tct state established,related accept\n"
-	    "\t\tiifname \"" NETNS_TAP "\" oifname \"" NETNS_UPLINK "\" ct state new "
+	    "\t\tiifname \"" NETNS_UPLINK "\" oifname \"" NETNS_TAP "\" "
+	    "ct state established,related accept\n"
+	    "\t\tiifname \"" NETNS_TAP "\" oifname \"" NETNS_UPLINK "\" "
 	    "meta nfproto ipv4 jump egress\n"
 	    "\t\tcounter\n"
 	    "\t}\n"
+	    /* Every guest packet, not only a connection's first: a replaced policy cuts what it
+	     * no longer allows at once.  Refused TCP gets a reset, so the guest fails fast. */
 	    "\tchain egress {\n"
-	    "\t\tip daddr @never counter drop\n"
+	    "\t\tip daddr @never counter goto refuse\n"
 	    "\t\tmeta l4proto != tcp counter drop\n"
 	    "\t\tip daddr @allow_private counter accept\n"
-	    "\t\tip daddr @private counter drop\n"
+	    "\t\tip daddr @private counter goto refuse\n"
 	    "\t\tip daddr @allow counter accept\n"
-	    "\t\tcounter drop\n"
+	    "\t\tcounter goto refuse\n"
+	    "\t}\n"
+	    "\tchain refuse {\n"
+	    "\t\tmeta l4proto tcp reject with tcp reset\n"
+	    "\t\tdrop\n"
 	    "\t}\n"
 	    "}\n"
 	    "table ip kiln_nat\ndelete table ip kiln_nat\ntable ip kiln_nat {\n"
@@ -466,9 +475,6 @@ static void transit(unsigned slot, unsigned host_end, char *buf, size_t len)
 static int build(const char *ns, unsigned slot, const char *allow, char *err, size_t errlen)
 {
 	char hostip[16], nsip[16], hostif[16];
-	uint32_t addrs[256];
-	char *rules;
-	int r;
 
 	transit(slot, 1, hostip, sizeof(hostip));
 	transit(slot, 2, nsip, sizeof(nsip));
@@ -487,14 +493,23 @@ static int build(const char *ns, unsigned slot, const char *allow, char *err, si
 	    ip(err, errlen, "-n %s link set " NETNS_UPLINK " up", ns) ||
 	    ip(err, errlen, "-n %s route add default via %s", ns, hostip))
 		return -1;
-	rules = malloc(RULES_MAX);
+	return netns_set_policy(ns, allow, err, errlen);
+}
+
+int netns_set_policy(const char *name, const char *allow, char *err, size_t errlen)
+{
+	uint32_t addrs[256];
+	char *rules = malloc(RULES_MAX);
+	int r;
+
 	if (!rules) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
+	/* One nft transaction: the old table goes and the new one comes at once. */
 	r = netns_ruleset(allow, addrs, host_addrs(addrs, 256), rules, RULES_MAX, err, errlen);
 	if (!r)
-		r = nft(ns, rules, err, errlen);
+		r = nft(name, rules, err, errlen);
 	free(rules);
 	return r;
 }

@@ -26,6 +26,12 @@
  */
 int netns_create(const char *allow, char *name, size_t namelen, char *err, size_t errlen);
 
+/*
+ * Replace the namespace's policy with allow (same form as netns_create), atomically; packets of
+ * open connections the new policy does not allow are refused from then on.  0 or -1 with err.
+ */
+int netns_set_policy(const char *name, const char *allow, char *err, size_t errlen);
+
 /* Remove the namespace (its tap and veth go with it) and free its slot. */
 void netns_destroy(const char *name);
 

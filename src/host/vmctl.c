@@ -591,6 +591,22 @@ static int remove_tree(const char *path)
 	return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+int vm_set_net_policy(const char *dir, const char *allow, struct agent_error *e)
+{
+	char ns[NETNS_NAME_MAX], why[256];
+
+	if (!read_netns(dir, ns, sizeof(ns))) {
+		snprintf(e->message, sizeof(e->message), "%s has no network (started without --net)",
+			 dir);
+		return -1;
+	}
+	if (netns_set_policy(ns, allow, why, sizeof(why))) {
+		snprintf(e->message, sizeof(e->message), "network policy: %s", why);
+		return -1;
+	}
+	return 0;
+}
+
 void vm_down(const char *dir)
 {
 	pid_t pid = read_pid(dir);

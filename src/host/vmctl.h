@@ -53,6 +53,9 @@ int vm_control(const char *dir, const char *command, char *reply, size_t len,
 /* The pid of the VMM running in dir (from dir/vmm.pid), or 0 if none runs. */
 pid_t vm_pid(const char *dir);
 
+/* Replace the egress policy of dir's network (comma-separated CIDRs, NULL: nothing). */
+int vm_set_net_policy(const char *dir, const char *allow, struct agent_error *e);
+
 /* Stop the VM of dir (running or paused) and remove dir. */
 void vm_down(const char *dir);
 

@@ -27,7 +27,8 @@ UP = "kt-up"
 RATE_KIB = 128
 BIG_MIB = 1
 MODULES = ["tun", "veth", "nf_tables", "nf_conntrack", "nft_ct", "nf_nat", "nft_nat",
-           "nft_masq", "nft_chain_nat", "nf_defrag_ipv4", "nf_defrag_ipv6"]
+           "nft_masq", "nft_chain_nat", "nf_defrag_ipv4", "nf_defrag_ipv6", "nf_reject_ipv4",
+           "nf_reject_ipv6", "nft_reject", "nft_reject_inet"]
 
 UDP_RECORDER = r"""
 import socket, sys
@@ -242,6 +243,23 @@ def test_no_network_means_no_nic(world):
     assert types and "0x0001" not in types, r.stdout
 
 
+def kiln_links():
+    netns = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+    links = set(sh("ip", "-o", "link").stdout.split())
+    slots = set(os.listdir("/run/kiln/net")) if os.path.isdir("/run/kiln/net") else set()
+    return ({n for n in netns if n.startswith("kiln-")}, {l for l in links if l.startswith("kv-")},
+            slots)
+
+
+def test_run_with_network_leaves_nothing_behind(world):
+    before = kiln_links()
+    r = kiln("run", "--rootfs", world["image"], "--net-allow", "10.99.0.0/24", "--", "sh", "-c",
+             "timeout 8 wget -O - http://10.99.0.2/hello.txt 2>/dev/null; exit 7", check=False)
+    assert r.returncode == 7, r.stderr
+    assert r.stdout == "hello from upstream\n"
+    assert kiln_links() == before
+
+
 def test_rate_limit_caps_throughput(world):
     script = ("a=$(cut -d' ' -f1 /proc/uptime); wget -O /tmp/big http://10.99.0.2/big.bin 2>/dev/null"
               " && b=$(cut -d' ' -f1 /proc/uptime) && echo $a $b $(wc -c < /tmp/big); rm -f /tmp/big")
@@ -257,6 +275,36 @@ def test_rate_limit_caps_throughput(world):
     # The first 1/10 s of budget comes at once; the rest at the rate.
     assert rates["b"] <= RATE_KIB * 1.25
     assert rates["b"] >= RATE_KIB * 0.5
+
+
+def test_policy_replacement_cuts_open_connections(world):
+    """`kiln net-policy` replaces B's policy live: a download in flight (B is rate-limited, so it
+    takes seconds) is cut, new connections are refused, and the old policy restores access."""
+    b = world["b"]
+    r = kiln("exec", "--dir", b, "--background", "--", "sh", "-c",
+             "wget -O /tmp/dl http://10.99.0.2/big.bin 2>/dev/null; echo $? > /tmp/rc")
+    try:
+        time.sleep(3)
+        status, out = gexec(b, "ls -l /tmp/dl; cat /tmp/rc 2>/dev/null || echo running")
+        assert "running" in out, out            # still downloading
+        kiln("net-policy", "--dir", b)          # nothing allowed any more
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            status, out = gexec(b, "cat /tmp/rc 2>/dev/null || echo running; wc -c < /tmp/dl")
+            if not out.startswith("running"):
+                break
+            time.sleep(2)
+        rc, size = out.split()[:2]
+        assert rc != "0" and int(size) < BIG_MIB << 20, out
+        status, out = fetch(b, "http://10.99.0.2/hello.txt", timeout=5)
+        assert status != 0 and "hello" not in out
+    finally:
+        kiln("net-policy", "--dir", b, "--net-allow", "10.99.0.0/24")
+    status, out = fetch(b, "http://10.99.0.2/hello.txt")
+    assert (status, out) == (0, "hello from upstream\n")
+    # A sandbox without a network has no policy to replace.
+    r = kiln("net-policy", "--dir", world["tmp"] / "no-such-vm", check=False)
+    assert r.returncode != 0 and "no network" in r.stderr
 
 
 def test_pcap_records_the_frames(world):

@@ -81,14 +81,18 @@ static void test_allow_sets(void **state)
 	assert_non_null(strstr(b, "192.168.1.5/32"));
 	assert_non_null(strstr(b, "10.99.0.1/32"));
 	/* never before the TCP check before allow_private before private before allow. */
-	const char *never = strstr(rules, "ip daddr @never counter drop");
+	const char *never = strstr(rules, "ip daddr @never counter goto refuse");
 	const char *tcp = strstr(rules, "meta l4proto != tcp counter drop");
 	const char *ap = strstr(rules, "ip daddr @allow_private counter accept");
-	const char *priv = strstr(rules, "ip daddr @private counter drop");
+	const char *priv = strstr(rules, "ip daddr @private counter goto refuse");
 	const char *al = strstr(rules, "ip daddr @allow counter accept");
 
 	assert_true(never && tcp && ap && priv && al);
 	assert_true(never < tcp && tcp < ap && ap < priv && priv < al);
+	/* Every guest packet is checked, not only new connections; refused TCP is reset. */
+	assert_non_null(strstr(rules, "iifname \"tap0\" oifname \"eth-up\" meta nfproto ipv4 "
+				      "jump egress"));
+	assert_non_null(strstr(rules, "meta l4proto tcp reject with tcp reset"));
 	/* Every base chain drops by default. */
 	assert_non_null(strstr(rules, "hook input priority filter; policy drop;"));
 	assert_non_null(strstr(rules, "hook output priority filter; policy drop;"));
