@@ -10,8 +10,8 @@
  * namespace); the namespace masquerades the guest to its own transit address, unique per slot
  * N, so the host routes replies back to the right sandbox.
  *
- * Policy (nftables inside the namespace, default drop, IPv4 only): new connections from the
- * guest are TCP to an allowed CIDR, never to the host's own addresses, the transit range (other
+ * Policy (nftables inside the namespace, default drop, IPv4 only): packets from the guest's
+ * own address (no spoofing) of TCP connections to an allowed CIDR, never to the host's own addresses, the transit range (other
  * sandboxes), loopback, link-local (169.254.169.254, the cloud metadata address, included),
  * multicast or reserved ranges; private ranges (RFC 1918, CGNAT, benchmarking) only where an
  * allowed CIDR lies inside one, so "0.0.0.0/0" means the public internet.  UDP (DNS, QUIC), ICMP,
@@ -248,6 +248,7 @@ int netns_ruleset(const char *allow, const uint32_t *host_addrs, unsigned nhost,
 	    /* Every guest packet, not only a connection's first: a replaced policy cuts what it
 	     * no longer allows at once.  Refused TCP gets a reset, so the guest fails fast. */
 	    "\tchain egress {\n"
+	    "\t\tip saddr != " NETNS_GUEST " counter drop\n"
 	    "\t\tip daddr @never counter goto refuse\n"
 	    "\t\tmeta l4proto != tcp counter drop\n"
 	    "\t\tip daddr @allow_private counter accept\n"

@@ -80,6 +80,8 @@ static void test_allow_sets(void **state)
 	assert_non_null(strstr(b, "127.0.0.0/8"));
 	assert_non_null(strstr(b, "192.168.1.5/32"));
 	assert_non_null(strstr(b, "10.99.0.1/32"));
+	/* The guest's own source address only, checked first. */
+	assert_non_null(strstr(rules, "chain egress {\n\t\tip saddr != 10.0.2.2 counter drop\n"));
 	/* never before the TCP check before allow_private before private before allow. */
 	const char *never = strstr(rules, "ip daddr @never counter goto refuse");
 	const char *tcp = strstr(rules, "meta l4proto != tcp counter drop");
