@@ -105,6 +105,15 @@ $(B)/kiln-ingress: $(call obj,$(NET_LIB) src/net/kiln_ingress.c)
 $(B)/kiln-proxy: $(call obj,$(NET_LIB) src/net/kiln_proxy.c src/net/tls_intercept.c)
 	$(CC) $(LDFLAGS) $^ -lssl -lcrypto -o $@
 
+# The network policy's pure half (src/host/netns.c) needs nothing else.
+$(B)/tests/test_netns: $(call obj,tests/unit/test_netns.c src/host/netns.c)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) $^ -lcmocka -o $@
+
+$(B)/asan/tests/test_netns: $(call asan_obj,tests/unit/test_netns.c src/host/netns.c)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) $(SANITIZE) $^ -lcmocka -o $@
+
 $(B)/kiln: $(call obj,$(CLI_SRC) $(HOST_SRC) $(CLIENT_SRC) $(PROTO_SRC) src/common/sparse_file.c)
 	$(CC) $(LDFLAGS) $^ -ljansson -o $@
 

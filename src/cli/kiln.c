@@ -59,8 +59,10 @@ struct opts {
 	char *env[MAX_ENV + 1];
 	int nenv;
 	const char *cwd, *user;
-	bool tty, background, recursive, cold, verbose;
+	bool tty, background, recursive, cold, verbose, net;
 	unsigned timeout_s, depth;
+	const char *net_allow, *net_pcap;
+	unsigned net_rate_kib;
 };
 
 static volatile sig_atomic_t winch, interrupted;
@@ -82,8 +84,11 @@ static void usage(void)
 		"                 [-w DIR] [-u USER] [-t] [--timeout SEC] -- CMD [ARGS...]\n"
 		"       kiln up   [--image NAME|--rootfs FILE] [--cpus N] [--memory MIB] --dir DIR\n"
 		"       kiln down --dir DIR | pause --dir DIR | resume --dir DIR\n"
+		"       kiln net-policy --dir DIR [--net-allow CIDR,...]   replace the egress policy\n"
 		"       kiln warm [--image NAME|--rootfs FILE] [--cpus N] [--memory MIB]\n"
-		"       (run and up also take --cold: boot, do not clone the warm snapshot; -v)\n"
+		"       (run and up also take --cold: boot, do not clone the warm snapshot; -v;\n"
+		"        --net: a NIC, TCP only to --net-allow CIDR[,CIDR...], --net-rate KIB/s,\n"
+		"        --net-pcap FILE: every frame captured, up to 64 MiB)\n"
 		"       kiln exec --dir DIR|--sock SOCK [-e K=V]... [-w DIR] [-u USER] [-t]\n"
 		"                 [--timeout SEC] -- CMD [ARGS...]\n"
 		"       kiln cp   --dir DIR|--sock SOCK SRC DST   (guest paths start with ':')\n"
@@ -121,6 +126,9 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "background", no_argument, NULL, 'b' }, { "depth", required_argument, NULL, 'D' },
 		{ "recursive", no_argument, NULL, 'R' }, { "cold", no_argument, NULL, 'C' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "net", no_argument, NULL, 'N' }, { "net-allow", required_argument, NULL, 'A' },
+		{ "net-rate", required_argument, NULL, 'L' },
+		{ "net-pcap", required_argument, NULL, 'P' },
 		{ 0 }
 	};
 	int c;
@@ -155,6 +163,11 @@ static int parse(int argc, char **argv, struct opts *o)
 		case 'r': o->recursive = true; break;
 		case 'C': o->cold = true; break;
 		case 'v': o->verbose = true; break;
+		case 'N': o->net = true; break;
+		case 'A': o->net = true; o->net_allow = optarg; break;
+		case 'P': o->net = true; o->net_pcap = optarg; break;
+		case 'L': o->net = true; o->net_rate_kib = number("--net-rate", optarg, 1, 1 << 30);
+			break;
 		default: usage();
 		}
 	}
@@ -327,7 +340,23 @@ static void vm_spec_of(const struct opts *o, struct vm_spec *s, char *img, size_
 	if (access(given, R_OK) || len < PATH_MAX || !realpath(given, img))
 		fail("root image %s: not readable", given);
 	*s = (struct vm_spec){ .rootfs = img, .cpus = o->cpus, .memory_mib = o->memory,
-			       .scratch_mib = 4096, .hostname = o->hostname };
+			       .scratch_mib = 4096, .hostname = o->hostname, .net = o->net,
+			       .net_allow = o->net_allow,
+			       .net_rate = (uint64_t)o->net_rate_kib * 1024 };
+	if (o->net_pcap) {
+		static char pcap[PATH_MAX];
+
+		/* kiln-vmm's --net splits at commas, and runs from elsewhere: absolute path. */
+		if (strchr(o->net_pcap, ','))
+			fail("--net-pcap %s: no commas in the path, please", o->net_pcap);
+		if (o->net_pcap[0] == '/')
+			snprintf(pcap, sizeof(pcap), "%s", o->net_pcap);
+		else if (getcwd(pcap, sizeof(pcap) - strlen(o->net_pcap) - 2))
+			snprintf(pcap + strlen(pcap), sizeof(pcap) - strlen(pcap), "/%s", o->net_pcap);
+		else
+			fail("--net-pcap %s: cannot make the path absolute", o->net_pcap);
+		s->net_pcap = pcap;
+	}
 	const char *base = strrchr(given, '/');
 
 	snprintf(s->name, sizeof(s->name), "%s", base ? base + 1 : given);
@@ -349,7 +378,8 @@ static void start_vm(const char *dir, const struct opts *o, const struct vm_spec
 	struct timespec t0;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	if (!o->cold && template_find(spec, snap, sizeof(snap)) == 0) {
+	/* Warm snapshots have no NIC: a networked sandbox boots. */
+	if (!o->cold && !spec->net && template_find(spec, snap, sizeof(snap)) == 0) {
 		if (template_clone(dir, snap, spec, &e) == 0) {
 			if (o->verbose)
 				fprintf(stderr, "kiln: cloned warm snapshot %s in %.0f ms\n", snap,
@@ -438,6 +468,19 @@ static int cmd_down(int argc, char **argv)
 	if (parse(argc, argv, &o) != argc || !o.dir)
 		usage();
 	vm_down(o.dir);
+	return 0;
+}
+
+/* kiln net-policy --dir DIR [--net-allow CIDR,...]: replace a running sandbox's egress policy. */
+static int cmd_net_policy(int argc, char **argv)
+{
+	struct agent_error e = { 0 };
+	struct opts o;
+
+	if (parse(argc, argv, &o) != argc || !o.dir)
+		usage();
+	if (vm_set_net_policy(o.dir, o.net_allow, &e))
+		fail("%s", e.message);
 	return 0;
 }
 
@@ -600,6 +643,8 @@ int main(int argc, char **argv)
 		return cmd_up(argc, argv);
 	if (!strcmp(cmd, "down"))
 		return cmd_down(argc, argv);
+	if (!strcmp(cmd, "net-policy"))
+		return cmd_net_policy(argc, argv);
 	if (!strcmp(cmd, "warm"))
 		return cmd_warm(argc, argv);
 	if (!strcmp(cmd, "pause") || !strcmp(cmd, "resume"))

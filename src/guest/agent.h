@@ -71,4 +71,7 @@ bool req_u8(const struct request *req, uint16_t tag, uint8_t *v);
 /* Whether the agent runs as the guest's PID 1 (false in host-side test mode). */
 extern bool agent_is_init;
 
+/* net.c: configure eth0 with the fixed sandbox address if the VM has a NIC; 0 if none. */
+int guest_net_setup(void);
+
 #endif

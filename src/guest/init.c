@@ -7,7 +7,7 @@
  *      a writable scratch disk (kiln.scratch=, default /dev/vdb; "tmpfs" for memory) as the
  *      upper layer of an overlayfs, then move everything onto it and chroot, so sandboxes share
  *      one image and write only their own scratch disk;
- *   3. hostname (kiln.hostname=), loopback up, cgroup v2 with a "user" group for everything the
+ *   3. hostname (kiln.hostname=), loopback up, eth0 if there is a NIC (net.c), cgroup v2 with a "user" group for everything the
  *      host runs (pids and memory capped below the agent's needs), oom_score_adj -1000 for us;
  *   4. listen on vsock port PROTO_AGENT_PORT and fork one worker per connection; reap orphans.
  *
@@ -201,6 +201,7 @@ static void init_duties(void)
 	sethostname(cmdline_get("kiln.hostname", "kiln", host, sizeof(host)),
 		    strlen(cmdline_get("kiln.hostname", "kiln", host, sizeof(host))));
 	loopback_up();
+	guest_net_setup();
 	setup_cgroups();
 	write_file("/proc/self/oom_score_adj", "-1000");
 	setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);

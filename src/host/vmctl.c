@@ -11,6 +11,7 @@
 #include "vmctl.h"
 
 #include "../common/sparse_file.h"
+#include "netns.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -144,10 +145,44 @@ static int make_vm_dir(const char *dir, char *buf, struct agent_error *e)
 	return abs_dir(dir, buf, e);
 }
 
-/* Start kiln-vmm with argv (argv[0] is filled in here) detached, stderr to dir/vmm.log. */
+/* The sandbox's network namespace, if it has one (dir/netns holds its name). */
+static bool read_netns(const char *dir, char *name, size_t len)
+{
+	char path[PATH_MAX];
+	FILE *f;
+	bool ok;
+
+	vm_file(dir, "netns", path, sizeof(path));
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	ok = fgets(name, len, f) != NULL;
+	fclose(f);
+	name[strcspn(name, "\n")] = '\0';
+	return ok && name[0];
+}
+
+static int write_netns(const char *dir, const char *name)
+{
+	char path[PATH_MAX];
+	FILE *f;
+
+	vm_file(dir, "netns", path, sizeof(path));
+	f = fopen(path, "we");
+	if (!f)
+		return -1;
+	fprintf(f, "%s\n", name);
+	return fclose(f);
+}
+
+/*
+ * Start kiln-vmm with argv (argv[0] is filled in here) detached, stderr to dir/vmm.log; inside
+ * the sandbox's network namespace if it has one, where its tap is.
+ */
 static pid_t spawn_vmm(const char *dir, char **argv)
 {
-	char vmm[PATH_MAX], log[PATH_MAX];
+	char vmm[PATH_MAX], log[PATH_MAX], ns[NETNS_NAME_MAX];
+	bool has_ns = read_netns(dir, ns, sizeof(ns));
 	pid_t pid;
 
 	artefact("KILN_VMM", "kiln-vmm", vmm, sizeof(vmm));
@@ -166,6 +201,11 @@ static pid_t spawn_vmm(const char *dir, char **argv)
 			close(null);
 		if (err > 2)
 			close(err);
+		if (has_ns && netns_enter(ns)) {
+			fprintf(stderr, "kiln: cannot enter network namespace %s: %s\n", ns,
+				strerror(errno));
+			_exit(127);
+		}
 		execv(vmm, argv);
 		_exit(127);
 	}
@@ -188,7 +228,7 @@ static pid_t spawn_boot(const char *dir, const struct vm_spec *s)
 {
 	char kernel[PATH_MAX], initrd[PATH_MAX];
 	char root[PATH_MAX + 16], scratch[PATH_MAX + 16];
-	char cpus[16], mem[16], cmdline[512];
+	char cpus[16], mem[16], cmdline[512], net[PATH_MAX + 128];
 	struct vmm_io io;
 
 	artefact("KILN_KERNEL", "vmlinux", kernel, sizeof(kernel));
@@ -204,8 +244,16 @@ static pid_t spawn_boot(const char *dir, const struct vm_spec *s)
 
 	char *argv[] = { NULL, "--kernel", kernel, "--initrd", initrd, "--cpus", cpus,
 			 "--memory", mem, "--disk", root, "--disk", scratch, "--vsock", io.vsock,
-			 "--control", io.control, "--serial", io.serial, "--cmdline", cmdline, NULL };
+			 "--control", io.control, "--serial", io.serial, "--cmdline", cmdline,
+			 NULL, NULL, NULL };
 
+	if (s->net) {
+		snprintf(net, sizeof(net), "tap=" NETNS_TAP ",rx_bps=%llu,tx_bps=%llu%s%s",
+			 (unsigned long long)s->net_rate, (unsigned long long)s->net_rate,
+			 s->net_pcap ? ",pcap=" : "", s->net_pcap ? s->net_pcap : "");
+		argv[21] = "--net";
+		argv[22] = net;
+	}
 	return spawn_vmm(dir, argv);
 }
 
@@ -418,6 +466,18 @@ int vm_up(const char *dir, const struct vm_spec *s, struct agent_error *e)
 		snprintf(e->message, sizeof(e->message), "cannot create the scratch disk in %s", abs);
 		return -1;
 	}
+	if (s->net) {
+		char ns[NETNS_NAME_MAX], why[256];
+
+		if (netns_create(s->net_allow, ns, sizeof(ns), why, sizeof(why))) {
+			snprintf(e->message, sizeof(e->message), "network: %s", why);
+			return -1;
+		}
+		if (write_netns(abs, ns)) {
+			netns_destroy(ns);
+			return fail_errno(e, "cannot write the netns file in", abs);
+		}
+	}
 	return start(abs, spawn_boot(abs, s), &(struct first_request){ 0 }, e);
 }
 
@@ -560,14 +620,33 @@ int remove_tree(const char *path)
 	return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+int vm_set_net_policy(const char *dir, const char *allow, struct agent_error *e)
+{
+	char ns[NETNS_NAME_MAX], why[256];
+
+	if (!read_netns(dir, ns, sizeof(ns))) {
+		snprintf(e->message, sizeof(e->message), "%s has no network (started without --net)",
+			 dir);
+		return -1;
+	}
+	if (netns_set_policy(ns, allow, why, sizeof(why))) {
+		snprintf(e->message, sizeof(e->message), "network policy: %s", why);
+		return -1;
+	}
+	return 0;
+}
+
 void vm_down(const char *dir)
 {
 	pid_t pid = read_pid(dir);
+	char ns[NETNS_NAME_MAX];
 
 	/* kiln-vmm exits at once on SIGTERM; wait for it (it may not be our child). */
 	if (pid && kill(pid, SIGTERM) == 0 && !wait_exit(pid, 5000)) {
 		kill(pid, SIGKILL);
 		wait_exit(pid, 5000);
 	}
+	if (read_netns(dir, ns, sizeof(ns)))
+		netns_destroy(ns);
 	remove_tree(dir);
 }

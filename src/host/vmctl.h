@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "../client/agent_client.h"
@@ -19,6 +20,10 @@ struct vm_spec {
 	unsigned cpus, memory_mib;
 	unsigned scratch_mib;		/* sparse writable layer */
 	const char *hostname;
+	bool net;			/* a NIC in its own network namespace (netns.h) */
+	const char *net_allow;		/* comma-separated IPv4 CIDRs TCP may reach; NULL: none */
+	uint64_t net_rate;		/* bytes per second each way; 0: unlimited */
+	const char *net_pcap;		/* capture every frame here (absolute); NULL: none */
 };
 
 /* Boot a VM into dir (created) and wait until its agent answers.  0 or -1 with e set. */
@@ -47,6 +52,9 @@ int vm_control(const char *dir, const char *command, char *reply, size_t len,
 
 /* The pid of the VMM running in dir (from dir/vmm.pid), or 0 if none runs. */
 pid_t vm_pid(const char *dir);
+
+/* Replace the egress policy of dir's network (comma-separated CIDRs, NULL: nothing). */
+int vm_set_net_policy(const char *dir, const char *allow, struct agent_error *e);
 
 /* Stop the VM of dir (running or paused) and remove dir. */
 void vm_down(const char *dir);

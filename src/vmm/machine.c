@@ -29,6 +29,19 @@ void machine_add_legacy(struct machine *m, int serial_fd, serial_line_fn on_line
 	bus_register(&m->vm.pio, I8042_DATA_PORT, 5, i8042_read, i8042_write, &m->kbd);
 }
 
+static struct virtio_dev *create_net(struct machine *m, const struct dev_ident *id, char *err,
+				     size_t errlen)
+{
+	struct net_params p = {
+		.fd = id->fd, .tap = id->path,
+		.rx = { id->rate[0], id->rate[1] }, .tx = { id->rate[2], id->rate[3] },
+		.pcap = id->pcap[0] ? id->pcap : NULL, .pcap_max = id->pcap_max,
+	};
+
+	memcpy(p.mac, id->mac, sizeof(p.mac));
+	return virtio_net_create(&m->vm.mem, &p, err, errlen);
+}
+
 static struct virtio_dev *create(struct machine *m, const struct dev_ident *id, char *err,
 				 size_t errlen)
 {
@@ -44,6 +57,8 @@ static struct virtio_dev *create(struct machine *m, const struct dev_ident *id, 
 		return d;
 	case SNAP_DEV_VSOCK:
 		return virtio_vsock_create(&m->vm.mem, id->cid, id->path, err, errlen);
+	case SNAP_DEV_NET:
+		return create_net(m, id, err, errlen);
 	default:
 		snprintf(err, errlen, "unknown device kind %u", id->kind);
 		return NULL;

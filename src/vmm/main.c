@@ -156,7 +156,7 @@ static void set_path(char *dst, const char *path)
 	snprintf(dst, SNAP_PATH_MAX, "%s", realpath(path, abs) ? abs : path);
 }
 
-/* Disks in command-line order, then entropy, then vsock: the slot order a snapshot keeps. */
+/* Disks in command-line order, then entropy, vsock, net: the slot order a snapshot keeps. */
 static void add_virtio_devices(const struct options *o)
 {
 	static struct dev_ident id;
@@ -178,6 +178,8 @@ static void add_virtio_devices(const struct options *o)
 		snprintf(id.path, sizeof(id.path), "%s", o->vsock_path);
 		add_virtio(&id);
 	}
+	if (o->net)
+		add_virtio(&o->net_arg);
 }
 
 static void load_initrd(const struct options *o, struct boot_info *bi, uint64_t kernel_end)
@@ -257,7 +259,7 @@ static void boot(const struct options *o)
 /* --vsock and --disk N=PATH given with --restore replace the saved attachments. */
 static void override_devices(const struct options *o, struct snap_vm *s)
 {
-	unsigned disk = 0, vsock = 0;
+	unsigned disk = 0, vsock = 0, net = 0;
 
 	for (unsigned i = 0; i < s->nr_devs; i++) {
 		struct dev_ident *d = &s->dev[i];
@@ -267,6 +269,15 @@ static void override_devices(const struct options *o, struct snap_vm *s)
 			snprintf(d->path, sizeof(d->path), "%s", o->vsock_path);
 		}
 		vsock += d->kind == SNAP_DEV_VSOCK;
+		if (d->kind == SNAP_DEV_NET) {
+			/* The guest's MAC is in its memory: the device must keep it (net_restore). */
+			if (o->net)
+				*d = o->net_arg;
+			else if (!d->path[0])
+				die(VM_EXIT_USAGE, "--net: the snapshot's NIC was on a descriptor; "
+				    "give --net again");
+			net++;
+		}
 		if (d->kind != SNAP_DEV_BLK)
 			continue;
 		for (unsigned k = 0; k < o->nr_overrides; k++)
@@ -274,6 +285,8 @@ static void override_devices(const struct options *o, struct snap_vm *s)
 				set_path(d->path, o->disk_override[k].path);
 		disk++;
 	}
+	if (o->net && !net)
+		die(VM_EXIT_USAGE, "--net: the snapshot has no network device");
 	if (o->vsock_path && !vsock)
 		die(VM_EXIT_USAGE, "--vsock: the snapshot has no vsock device");
 	/* The saved socket path is the state file's word: never bind or connect where it says. */

@@ -24,6 +24,8 @@ static void usage(FILE *f)
 		"usage: kiln-vmm --kernel VMLINUX [--initrd FILE] [--cmdline STR] [--cpus N]\n"
 		"                [--memory MIB] [--disk PATH[,ro][,id=SERIAL]]...\n"
 		"                [--serial stdio|file:PATH|none] [--vsock CID,PATH]\n"
+		"                [--net tap=NAME|fd=N[,mac=MAC][,rx_bps=N][,rx_pps=N]\n"
+		"                      [,tx_bps=N][,tx_pps=N][,pcap=PATH][,pcap_max=BYTES]]\n"
 		"                [--control PATH] [--verbose]\n"
 		"       kiln-vmm --restore DIR [--disk N=PATH]... [--serial ...] [--vsock CID,PATH]\n"
 		"                [--control PATH] [--verbose]\n"
@@ -31,7 +33,10 @@ static void usage(FILE *f)
 		"snapshot in DIR.  --vsock gives the guest CID (3 or more) a virtio-vsock device\n"
 		"whose host side is the unix socket PATH (Firecracker's hybrid vsock).  --control\n"
 		"takes commands on the unix socket PATH: status, pause, resume, snapshot DIR,\n"
-		"stop.  Exit status: 0 guest powered off or rebooted (or stopped), 1 guest\n"
+		"stop.  --net adds a virtio-net NIC on the tap device NAME (or the open\n"
+		"descriptor N), rate-limited in bytes and packets per second each way (rx:\n"
+		"to the guest), every frame captured to PATH up to BYTES (default 64 MiB).\n"
+		"Exit status: 0 guest powered off or rebooted (or stopped), 1 guest\n"
 		"crashed, 2 bad arguments or an unusable snapshot.\n");
 }
 
@@ -117,6 +122,71 @@ static void parse_vsock(struct options *o, char *arg)
 	o->vsock_path = comma + 1;
 }
 
+#define NET_DEFAULT_MAC		"02:6b:69:6c:6e:01"	/* locally administered; "kiln" */
+#define NET_DEFAULT_PCAP_MAX	(64ULL << 20)
+
+static void parse_mac(uint8_t mac[6], const char *s)
+{
+	unsigned v[6];
+	char end;
+
+	if (sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+		   &end) != 6 || strlen(s) != 17)
+		die(VM_EXIT_USAGE, "--net: mac=%s is not a MAC address (xx:xx:xx:xx:xx:xx)", s);
+	for (int i = 0; i < 6; i++)
+		mac[i] = v[i];
+	if (mac[0] & 1)
+		die(VM_EXIT_USAGE, "--net: mac=%s is a multicast address", s);
+}
+
+static const char *const net_rates[4] = { "rx_bps=", "rx_pps=", "tx_bps=", "tx_pps=" };
+
+static bool parse_net_rate(struct dev_ident *n, const char *opt)
+{
+	for (unsigned i = 0; i < 4; i++) {
+		size_t l = strlen(net_rates[i]);
+
+		if (!strncmp(opt, net_rates[i], l)) {
+			n->rate[i] = parse_number("--net rate", opt + l, 0, UINT64_MAX >> 8);
+			return true;
+		}
+	}
+	return false;
+}
+
+/* --net tap=NAME|fd=N[,mac=..][,rx_bps=..]...[,pcap=PATH][,pcap_max=BYTES] */
+static void parse_net(struct options *o, char *arg)
+{
+	struct dev_ident *n = &o->net_arg;
+	char *opt;
+
+	if (o->net)
+		die(VM_EXIT_USAGE, "--net: only one network device");
+	o->net = true;
+	n->kind = SNAP_DEV_NET;
+	n->fd = -1;
+	n->pcap_max = NET_DEFAULT_PCAP_MAX;
+	parse_mac(n->mac, NET_DEFAULT_MAC);
+	for (opt = strtok(arg, ","); opt; opt = strtok(NULL, ",")) {
+		if (!strncmp(opt, "tap=", 4) && opt[4] && strlen(opt + 4) < 16)
+			snprintf(n->path, sizeof(n->path), "%s", opt + 4);
+		else if (!strncmp(opt, "fd=", 3))
+			n->fd = parse_number("--net fd", opt + 3, 0, INT32_MAX);
+		else if (!strncmp(opt, "mac=", 4))
+			parse_mac(n->mac, opt + 4);
+		else if (!strncmp(opt, "pcap=", 5) && opt[5])
+			snprintf(n->pcap, sizeof(n->pcap), "%s", opt + 5);
+		else if (!strncmp(opt, "pcap_max=", 9))
+			n->pcap_max = parse_number("--net pcap_max", opt + 9, 24, UINT64_MAX >> 1);
+		else if (!parse_net_rate(n, opt))
+			die(VM_EXIT_USAGE, "--net: unknown option '%s' (tap=NAME of up to 15 "
+			    "characters, fd=N, mac=, rx_bps=, rx_pps=, tx_bps=, tx_pps=, pcap=, "
+			    "pcap_max=)", opt);
+	}
+	if (!n->path[0] == (n->fd < 0))
+		die(VM_EXIT_USAGE, "--net: give exactly one of tap=NAME and fd=N");
+}
+
 uint64_t host_memory_mib(void)
 {
 	return (uint64_t)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) >> 20;
@@ -148,6 +218,7 @@ void options_parse(struct options *o, int argc, char **argv)
 		{ "disk", required_argument, NULL, 'd' },
 		{ "serial", required_argument, NULL, 's' },
 		{ "vsock", required_argument, NULL, 'V' },
+		{ "net", required_argument, NULL, 'n' },
 		{ "restore", required_argument, NULL, 'r' },
 		{ "control", required_argument, NULL, 'C' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -181,6 +252,7 @@ void options_parse(struct options *o, int argc, char **argv)
 			break;
 		case 's': parse_serial(o, optarg); break;
 		case 'V': parse_vsock(o, optarg); break;
+		case 'n': parse_net(o, optarg); break;
 		case 'r': o->restore_dir = optarg; break;
 		case 'C': o->control_path = optarg; break;
 		case 'v': log_set_verbose(true); break;

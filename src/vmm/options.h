@@ -3,7 +3,8 @@
  *
  * Two modes: boot a kernel (--kernel and the machine's shape), or restore a snapshot
  * (--restore DIR, which fixes the shape; only host-side attachments may change: --serial,
- * --control, --vsock CID,PATH, and --disk N=PATH to give the N-th disk another image).
+ * --control, --vsock CID,PATH, --net (the same MAC) and --disk N=PATH to give the N-th disk
+ * another image).
  * Bad arguments end the process with status 2 and one line on stderr.
  */
 #ifndef KILN_OPTIONS_H
@@ -40,6 +41,8 @@ struct options {
 	const char *serial_path;
 	uint32_t vsock_cid;
 	const char *vsock_path;		/* NULL: no vsock device (or, restoring, the saved one) */
+	bool net;			/* --net given; net_arg holds it */
+	struct dev_ident net_arg;
 	const char *restore_dir;	/* NULL: boot */
 	const char *control_path;	/* NULL: no control socket */
 };

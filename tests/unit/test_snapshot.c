@@ -479,6 +479,55 @@ static void test_huge_file(void **state)
 	expect_refused(hdr, (size_t)SNAP_MAX_FILE + 1, "more than any state file");
 }
 
+/* A NIC's identity: tap name, MAC and limits round-trip; a multicast MAC or two NICs do not. */
+static void test_net_identity(void **state)
+{
+	struct snap_vm *in = sample(), *out = calloc(1, sizeof(*out));
+	struct dev_ident *n = &in->dev[3];
+	struct sbuf b = { 0 };
+	char err[256];
+
+	(void)state;
+	in->nr_devs = 4;
+	*n = (struct dev_ident){ .kind = SNAP_DEV_NET, .path = "tap0", .fd = 7,
+				 .mac = { 2, 0x6b, 0x69, 0x6c, 0x6e, 1 },
+				 .rate = { 1000, 2000, 3000, 4000 }, .pcap = "/tmp/x.pcap" };
+	in->dev_state[3] = (struct snap_blob){ dev_bytes[0], 5 };
+	snap_encode(in, &b);
+	assert_int_equal(snap_decode(b.data, b.len, out, err, sizeof(err)), 0);
+	assert_int_equal(out->dev[3].kind, SNAP_DEV_NET);
+	assert_string_equal(out->dev[3].path, "tap0");
+	assert_memory_equal(out->dev[3].mac, n->mac, 6);
+	assert_memory_equal(out->dev[3].rate, n->rate, sizeof(n->rate));
+	assert_int_equal(out->dev[3].fd, -1);		/* a descriptor does not survive */
+	assert_string_equal(out->dev[3].pcap, "");	/* nor does the capture file */
+	snap_vm_free(out);
+	sbuf_free(&b);
+
+	n->mac[0] = 3;					/* multicast bit */
+	b = (struct sbuf){ 0 };
+	snap_encode(in, &b);
+	memset(out, 0, sizeof(*out));
+	assert_int_equal(snap_decode(b.data, b.len, out, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "multicast"));
+	snap_vm_free(out);
+	sbuf_free(&b);
+
+	n->mac[0] = 2;
+	in->nr_devs = 5;
+	in->dev[4] = *n;
+	in->dev_state[4] = (struct snap_blob){ dev_bytes[0], 5 };
+	b = (struct sbuf){ 0 };
+	snap_encode(in, &b);
+	memset(out, 0, sizeof(*out));
+	assert_int_equal(snap_decode(b.data, b.len, out, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "more than one"));
+	snap_vm_free(out);
+	sbuf_free(&b);
+	free(out);
+	free_sample(in);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -493,6 +542,7 @@ int main(void)
 		cmocka_unit_test(test_absurd_counts),
 		cmocka_unit_test(test_nul_inside_a_string),
 		cmocka_unit_test(test_huge_file),
+		cmocka_unit_test(test_net_identity),
 	};
 
 	return cmocka_run_group_tests_name("snapshot state file", tests, NULL, NULL);

@@ -24,6 +24,7 @@ const char *snap_dev_name(uint32_t kind)
 	case SNAP_DEV_BLK: return "blk";
 	case SNAP_DEV_RNG: return "rng";
 	case SNAP_DEV_VSOCK: return "vsock";
+	case SNAP_DEV_NET: return "net";
 	default: return "unknown";
 	}
 }
@@ -43,6 +44,12 @@ static void put_ident(struct sbuf *b, const struct dev_ident *d)
 	case SNAP_DEV_VSOCK:
 		sbuf_u32(b, d->cid);
 		sbuf_str(b, d->path);
+		break;
+	case SNAP_DEV_NET:
+		sbuf_str(b, d->path);
+		sbuf_blob(b, d->mac, sizeof(d->mac));
+		for (unsigned i = 0; i < 4; i++)
+			sbuf_u64(b, d->rate[i]);
 		break;
 	}
 }
@@ -155,10 +162,22 @@ static bool get_vsock(struct sreader *r, struct dev_ident *d)
 	return sr_ok(r);
 }
 
+static bool get_net(struct sreader *r, struct dev_ident *d)
+{
+	sr_str(r, d->path, 16, "net tap name");
+	sr_blob_exact(r, d->mac, sizeof(d->mac), "net MAC address");
+	for (unsigned i = 0; i < 4; i++)
+		d->rate[i] = sr_u64(r, "net rate limit");
+	d->fd = -1;
+	if (sr_ok(r) && (d->mac[0] & 1))
+		return sr_fail(r, "net MAC address is a multicast address");
+	return sr_ok(r);
+}
+
 /* Device identities; at most SNAP_MAX_DISKS disks, one entropy and one vsock device. */
 static bool get_idents(struct sreader *r, struct snap_vm *s)
 {
-	unsigned count[4] = { 0 };
+	unsigned count[5] = { 0 };
 
 	for (unsigned i = 0; i < s->nr_devs && sr_ok(r); i++) {
 		struct dev_ident *d = &s->dev[i];
@@ -166,18 +185,20 @@ static bool get_idents(struct sreader *r, struct snap_vm *s)
 		d->kind = sr_u32(r, "device kind");
 		if (!sr_ok(r))
 			break;
-		if (d->kind < SNAP_DEV_BLK || d->kind > SNAP_DEV_VSOCK)
+		if (d->kind < SNAP_DEV_BLK || d->kind > SNAP_DEV_NET)
 			return sr_fail(r, "device %u: unknown kind %u", i, d->kind);
 		count[d->kind]++;
 		if (d->kind == SNAP_DEV_BLK)
 			get_blk(r, d);
 		else if (d->kind == SNAP_DEV_VSOCK)
 			get_vsock(r, d);
+		else if (d->kind == SNAP_DEV_NET)
+			get_net(r, d);
 	}
 	if (count[SNAP_DEV_BLK] > SNAP_MAX_DISKS)
 		return sr_fail(r, "%u disks, at most %u", count[SNAP_DEV_BLK], SNAP_MAX_DISKS);
-	if (count[SNAP_DEV_RNG] > 1 || count[SNAP_DEV_VSOCK] > 1)
-		return sr_fail(r, "more than one entropy or vsock device");
+	if (count[SNAP_DEV_RNG] > 1 || count[SNAP_DEV_VSOCK] > 1 || count[SNAP_DEV_NET] > 1)
+		return sr_fail(r, "more than one entropy, vsock or net device");
 	return sr_ok(r);
 }
 

@@ -12,7 +12,9 @@
  *
  *   CONF   u32 vcpus, u64 memory MiB, u32 device count, then per device its identity:
  *          u32 kind, then blk: str path, u8 read-only, str serial, u64 sectors;
- *          rng: nothing; vsock: u32 guest CID, str socket path
+ *          rng: nothing; vsock: u32 guest CID, str socket path; net: str tap name (empty:
+ *          a descriptor, which --net must give again), 6-byte MAC blob, u64 rx bytes/s,
+ *          rx packets/s, tx bytes/s, tx packets/s (the limits follow the sandbox)
  *   VCPU   once per vCPU, in index order: u32 index, regs, sregs, u32 FPU kind and XSAVE area
  *          (or legacy FPU), u8 has-XCRs and XCRs, LAPIC, u32 MP state, vCPU events, debug
  *          registers, u32 MSR count and (u32 index, u64 value) pairs, u32 CPUID entry count
@@ -51,6 +53,7 @@ enum snap_dev_kind {
 	SNAP_DEV_BLK = 1,
 	SNAP_DEV_RNG = 2,
 	SNAP_DEV_VSOCK = 3,
+	SNAP_DEV_NET = 4,
 };
 
 enum snap_fpu_kind {
@@ -66,6 +69,12 @@ struct dev_ident {
 	char id[SNAP_DISK_ID_MAX + 1];	/* blk: serial the guest sees */
 	uint64_t sectors;		/* blk: capacity the guest driver knows */
 	uint32_t cid;			/* vsock: guest CID */
+	/* net: path is the tap name (empty with an fd) */
+	int fd;				/* net: >= 0 an inherited descriptor, not saved */
+	uint8_t mac[6];
+	uint64_t rate[4];		/* net: rx bytes, rx pkts, tx bytes, tx pkts per s */
+	char pcap[SNAP_PATH_MAX];	/* net: capture file, not saved */
+	uint64_t pcap_max;
 };
 
 /* Bytes owned by someone else: a device's saved state, pointing into a file or an sbuf. */

@@ -33,4 +33,39 @@ struct virtio_dev *virtio_vsock_create(const struct guest_mem *mem, uint32_t cid
  */
 int virtio_vsock_transport_reset(struct virtio_dev *d);
 
+/*
+ * virtio-net (net.c) on a tap or any descriptor carrying one Ethernet frame per read/write.
+ * No offloads: frames are at most NET_MAX_FRAME bytes (MTU 1500, Ethernet header, one VLAN tag).
+ */
+#define NET_HDR_SIZE	12		/* struct virtio_net_hdr_v1 */
+#define NET_ETH_HLEN	14
+#define NET_MTU		1500
+#define NET_MAX_FRAME	(NET_MTU + NET_ETH_HLEN + 4)
+
+struct net_rate {
+	uint64_t bytes, pkts;		/* per second; 0 = unlimited */
+};
+
+struct net_params {
+	int fd;				/* >= 0: use this descriptor (not closed by us) ... */
+	const char *tap;		/* ... else open this tap device */
+	uint8_t mac[6];
+	struct net_rate rx, tx;		/* rx: host -> guest; tx: guest -> host */
+	const char *pcap;		/* NULL: no capture */
+	uint64_t pcap_max;
+};
+
+/* Counters since creation; dropped = malformed or oversize, errors = host write failed. */
+struct net_stats {
+	uint64_t rx_frames, rx_bytes, rx_dropped;
+	uint64_t tx_frames, tx_bytes, tx_dropped, tx_errors;
+};
+
+struct virtio_dev *virtio_net_create(const struct guest_mem *mem, const struct net_params *p,
+				     char *err, size_t errlen);
+void virtio_net_stats(struct virtio_dev *d, struct net_stats *s);
+
+/* Attach to the existing tap device name (IFF_TAP | IFF_NO_PI); -1 with a reason in err. */
+int net_tap_open(const char *name, char *err, size_t errlen);
+
 #endif

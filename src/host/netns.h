@@ -1,0 +1,48 @@
+/*
+ * netns.h - a sandbox's network namespace on the host: its tap, the veth to the host and the
+ * nftables egress policy (netns.c, docs/network.md).  Root only.
+ */
+#ifndef KILN_NETNS_H
+#define KILN_NETNS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define NETNS_PREFIX		"kiln-"		/* namespace kiln-N for slot N */
+#define NETNS_HOST_PREFIX	"kv-"		/* host end of its veth: kv-N */
+#define NETNS_TAP		"tap0"
+#define NETNS_UPLINK		"eth-up"	/* namespace end of the veth */
+#define NETNS_GATEWAY		"10.0.2.1"	/* the tap's address: the guest's gateway */
+#define NETNS_GUEST		"10.0.2.2"
+#define NETNS_MAX_CIDRS		256
+#define NETNS_ALLOW_MAX		8192
+#define NETNS_NAME_MAX		32
+
+/*
+ * Create a namespace with its tap and veth and load the policy: TCP to the comma-separated
+ * IPv4 CIDRs in allow (NULL or "" for none), never to the host, other sandboxes, link-local or
+ * reserved ranges.  Its name in name.  0, or -1 with a reason in err and nothing left behind.
+ */
+int netns_create(const char *allow, char *name, size_t namelen, char *err, size_t errlen);
+
+/*
+ * Replace the namespace's policy with allow (same form as netns_create), atomically; packets of
+ * open connections the new policy does not allow are refused from then on.  0 or -1 with err.
+ */
+int netns_set_policy(const char *name, const char *allow, char *err, size_t errlen);
+
+/* Remove the namespace (its tap and veth go with it) and free its slot. */
+void netns_destroy(const char *name);
+
+/* Move the calling process into the namespace (before exec'ing kiln-vmm). */
+int netns_enter(const char *name);
+
+/* Parse a.b.c.d[/n] into a host-order address with host bits cleared. */
+int netns_parse_cidr(const char *s, uint32_t *addr, unsigned *len);
+
+/* The nftables ruleset for allow and the host's own addresses, as `nft -f` text (pure). */
+int netns_ruleset(const char *allow, const uint32_t *host_addrs, unsigned nhost, char *out,
+		  size_t outlen, char *err, size_t errlen);
+
+#endif
