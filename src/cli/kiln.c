@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "../client/agent_client.h"
+#include "../host/egress.h"
 #include "../host/template.h"
 #include "../host/vmctl.h"
 #include "code.h"
@@ -61,7 +62,7 @@ struct opts {
 	const char *cwd, *user;
 	bool tty, background, recursive, cold, verbose, net;
 	unsigned timeout_s, depth;
-	const char *net_allow, *net_pcap;
+	const char *net_allow, *net_pcap, *net_policy;
 	unsigned net_rate_kib;
 };
 
@@ -84,11 +85,14 @@ static void usage(void)
 		"                 [-w DIR] [-u USER] [-t] [--timeout SEC] -- CMD [ARGS...]\n"
 		"       kiln up   [--image NAME|--rootfs FILE] [--cpus N] [--memory MIB] --dir DIR\n"
 		"       kiln down --dir DIR | pause --dir DIR | resume --dir DIR\n"
-		"       kiln net-policy --dir DIR [--net-allow CIDR,...]   replace the egress policy\n"
+		"       kiln net-policy --dir DIR [--net-allow CIDR,...] [--net-policy FILE]\n"
+		"                 replace the egress policy (CIDRs; names, for kiln-dns/kiln-proxy)\n"
 		"       kiln warm [--image NAME|--rootfs FILE] [--cpus N] [--memory MIB]\n"
 		"       (run and up also take --cold: boot, do not clone the warm snapshot; -v;\n"
 		"        --net: a NIC, TCP only to --net-allow CIDR[,CIDR...], --net-rate KIB/s,\n"
-		"        --net-pcap FILE: every frame captured, up to 64 MiB)\n"
+		"        --net-pcap FILE: every frame captured, up to 64 MiB; --net-policy FILE: DNS\n"
+		"        and web traffic through kiln-dns and kiln-proxy under that policy,\n"
+		"        docs/egress.md)\n"
 		"       kiln exec --dir DIR|--sock SOCK [-e K=V]... [-w DIR] [-u USER] [-t]\n"
 		"                 [--timeout SEC] -- CMD [ARGS...]\n"
 		"       kiln cp   --dir DIR|--sock SOCK SRC DST   (guest paths start with ':')\n"
@@ -129,6 +133,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "net", no_argument, NULL, 'N' }, { "net-allow", required_argument, NULL, 'A' },
 		{ "net-rate", required_argument, NULL, 'L' },
 		{ "net-pcap", required_argument, NULL, 'P' },
+		{ "net-policy", required_argument, NULL, 'G' },
 		{ 0 }
 	};
 	int c;
@@ -166,6 +171,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		case 'N': o->net = true; break;
 		case 'A': o->net = true; o->net_allow = optarg; break;
 		case 'P': o->net = true; o->net_pcap = optarg; break;
+		case 'G': o->net = true; o->net_policy = optarg; break;
 		case 'L': o->net = true; o->net_rate_kib = number("--net-rate", optarg, 1, 1 << 30);
 			break;
 		default: usage();
@@ -357,6 +363,13 @@ static void vm_spec_of(const struct opts *o, struct vm_spec *s, char *img, size_
 			fail("--net-pcap %s: cannot make the path absolute", o->net_pcap);
 		s->net_pcap = pcap;
 	}
+	if (o->net_policy) {
+		static char policy[PATH_MAX];
+
+		if (!realpath(o->net_policy, policy))
+			fail("--net-policy %s: no such file", o->net_policy);
+		s->net_policy = policy;
+	}
 	const char *base = strrchr(given, '/');
 
 	snprintf(s->name, sizeof(s->name), "%s", base ? base + 1 : given);
@@ -479,8 +492,15 @@ static int cmd_net_policy(int argc, char **argv)
 
 	if (parse(argc, argv, &o) != argc || !o.dir)
 		usage();
+	/* The CIDRs first: they are what the namespace's nftables enforce. */
 	if (vm_set_net_policy(o.dir, o.net_allow, &e))
 		fail("%s", e.message);
+	if (o.net_policy) {
+		char err[512];
+
+		if (egress_set_policy(o.dir, o.net_policy, err, sizeof(err)))
+			fail("%s", err);
+	}
 	return 0;
 }
 

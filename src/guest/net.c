@@ -72,6 +72,25 @@ static void disable_ipv6(void)
 	close(fd);
 }
 
+/*
+ * The gateway is also the sandbox's resolver (kiln-dns, when the host runs it; otherwise DNS
+ * is dropped like all UDP).  Replaced, not edited: the image's file, or a symlink to a
+ * resolver the guest does not have, must not win.
+ */
+static void write_resolv_conf(void)
+{
+	static const char conf[] = "# written by kiln-init: the sandbox's resolver\n"
+				   "nameserver " GUEST_GW "\n";
+	int fd;
+
+	unlink("/etc/resolv.conf");
+	fd = open("/etc/resolv.conf", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0 || write(fd, conf, sizeof(conf) - 1) != (ssize_t)sizeof(conf) - 1)
+		fprintf(stderr, "kiln-init: cannot write /etc/resolv.conf\n");
+	if (fd >= 0)
+		close(fd);
+}
+
 int guest_net_setup(void)
 {
 	struct ifreq ifr;
@@ -97,6 +116,8 @@ int guest_net_setup(void)
 	if (if_ioctl(fd, SIOCSIFFLAGS, "up", &ifr))
 		goto out;
 	ret = add_default_route(fd);
+	if (!ret)
+		write_resolv_conf();
 out:
 	close(fd);
 	return ret;

@@ -211,8 +211,31 @@ static void put_never(struct rbuf *b, const uint32_t *host, unsigned nhost)
 	put(b, " }\n\t}\n");
 }
 
-int netns_ruleset(const char *allow, const uint32_t *host_addrs, unsigned nhost, char *out,
-		  size_t outlen, char *err, size_t errlen)
+/* The guest's DNS and web traffic to kiln-dns and kiln-proxy in the namespace. */
+static void put_services(struct rbuf *b)
+{
+	put(b,
+	    "\tchain services_in {\n"
+	    "\t\tiifname \"" NETNS_TAP "\" ip daddr " NETNS_GATEWAY " udp dport %d accept\n"
+	    "\t\tiifname \"" NETNS_TAP "\" ip daddr " NETNS_GATEWAY " tcp dport { %d, %d, %d } "
+	    "accept\n"
+	    "\t}\n", NETNS_DNS_PORT, NETNS_DNS_PORT, NETNS_HTTP_PORT, NETNS_TLS_PORT);
+}
+
+static void put_redirects(struct rbuf *b)
+{
+	put(b,
+	    "\tchain pre {\n"
+	    "\t\ttype nat hook prerouting priority dstnat;\n"
+	    "\t\tiifname \"" NETNS_TAP "\" udp dport 53 redirect to :%d\n"
+	    "\t\tiifname \"" NETNS_TAP "\" tcp dport 53 redirect to :%d\n"
+	    "\t\tiifname \"" NETNS_TAP "\" tcp dport 80 redirect to :%d\n"
+	    "\t\tiifname \"" NETNS_TAP "\" tcp dport 443 redirect to :%d\n"
+	    "\t}\n", NETNS_DNS_PORT, NETNS_DNS_PORT, NETNS_HTTP_PORT, NETNS_TLS_PORT);
+}
+
+int netns_ruleset(const char *allow, bool services, const uint32_t *host_addrs, unsigned nhost,
+		  char *out, size_t outlen, char *err, size_t errlen)
 {
 	struct cidr pub[NETNS_MAX_CIDRS], priv[NETNS_MAX_CIDRS], privr[8];
 	unsigned npub, npriv, nprivr = 0;
@@ -230,7 +253,10 @@ int netns_ruleset(const char *allow, const uint32_t *host_addrs, unsigned nhost,
 	put(&b,
 	    "\tchain input {\n"
 	    "\t\ttype filter hook input priority filter; policy drop;\n"
-	    "\t\tiif \"lo\" accept\n"
+	    "\t\tiif \"lo\" accept\n");
+	if (services)
+		put(&b, "\t\tjump services_in\n");
+	put(&b,
 	    "\t}\n"
 	    "\tchain output {\n"
 	    "\t\ttype filter hook output priority filter; policy drop;\n"
@@ -259,9 +285,15 @@ int netns_ruleset(const char *allow, const uint32_t *host_addrs, unsigned nhost,
 	    "\tchain refuse {\n"
 	    "\t\tmeta l4proto tcp reject with tcp reset\n"
 	    "\t\tdrop\n"
-	    "\t}\n"
+	    "\t}\n");
+	if (services)
+		put_services(&b);	/* in this table: input jumps to it */
+	put(&b,
 	    "}\n"
-	    "table ip kiln_nat\ndelete table ip kiln_nat\ntable ip kiln_nat {\n"
+	    "table ip kiln_nat\ndelete table ip kiln_nat\ntable ip kiln_nat {\n");
+	if (services)
+		put_redirects(&b);
+	put(&b,
 	    "\tchain post {\n"
 	    "\t\ttype nat hook postrouting priority srcnat;\n"
 	    "\t\toifname \"" NETNS_UPLINK "\" masquerade\n"
@@ -473,7 +505,8 @@ static void transit(unsigned slot, unsigned host_end, char *buf, size_t len)
 	snprintf(buf, len, "%u.%u.%u.%u", a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255);
 }
 
-static int build(const char *ns, unsigned slot, const char *allow, char *err, size_t errlen)
+static int build(const char *ns, unsigned slot, const char *allow, bool services, char *err,
+		 size_t errlen)
 {
 	char hostip[16], nsip[16], hostif[16];
 
@@ -494,10 +527,11 @@ static int build(const char *ns, unsigned slot, const char *allow, char *err, si
 	    ip(err, errlen, "-n %s link set " NETNS_UPLINK " up", ns) ||
 	    ip(err, errlen, "-n %s route add default via %s", ns, hostip))
 		return -1;
-	return netns_set_policy(ns, allow, err, errlen);
+	return netns_set_policy(ns, allow, services, err, errlen);
 }
 
-int netns_set_policy(const char *name, const char *allow, char *err, size_t errlen)
+int netns_set_policy(const char *name, const char *allow, bool services, char *err,
+		     size_t errlen)
 {
 	uint32_t addrs[256];
 	char *rules = malloc(RULES_MAX);
@@ -508,21 +542,24 @@ int netns_set_policy(const char *name, const char *allow, char *err, size_t errl
 		return -1;
 	}
 	/* One nft transaction: the old table goes and the new one comes at once. */
-	r = netns_ruleset(allow, addrs, host_addrs(addrs, 256), rules, RULES_MAX, err, errlen);
+	r = netns_ruleset(allow, services, addrs, host_addrs(addrs, 256), rules, RULES_MAX, err,
+			  errlen);
 	if (!r)
 		r = nft(name, rules, err, errlen);
 	free(rules);
 	return r;
 }
 
-int netns_create(const char *allow, char *name, size_t namelen, char *err, size_t errlen)
+int netns_create(const char *allow, bool services, char *name, size_t namelen, char *err,
+		 size_t errlen)
 {
 	unsigned slot;
 
 	/* Check the policy before touching anything. */
 	if (allow) {
 		char *tmp = malloc(RULES_MAX);
-		int r = tmp ? netns_ruleset(allow, NULL, 0, tmp, RULES_MAX, err, errlen) : -1;
+		int r = tmp ? netns_ruleset(allow, services, NULL, 0, tmp, RULES_MAX, err, errlen) :
+			      -1;
 
 		free(tmp);
 		if (r)
@@ -534,7 +571,7 @@ int netns_create(const char *allow, char *name, size_t namelen, char *err, size_
 	/* A namespace left by a crash in this slot goes first. */
 	ip(NULL, 0, "netns del %s", name);
 	ip(NULL, 0, "link del " NETNS_HOST_PREFIX "%u", slot);
-	if (build(name, slot, allow, err, errlen)) {
+	if (build(name, slot, allow, services, err, errlen)) {
 		netns_destroy(name);
 		return -1;
 	}

@@ -18,19 +18,27 @@
 #define NETNS_MAX_CIDRS		256
 #define NETNS_ALLOW_MAX		8192
 #define NETNS_NAME_MAX		32
+#define NETNS_DNS_PORT		53	/* kiln-dns, on NETNS_GATEWAY in the namespace */
+#define NETNS_HTTP_PORT		8080	/* kiln-proxy's listeners, likewise */
+#define NETNS_TLS_PORT		8443
 
 /*
  * Create a namespace with its tap and veth and load the policy: TCP to the comma-separated
  * IPv4 CIDRs in allow (NULL or "" for none), never to the host, other sandboxes, link-local or
  * reserved ranges.  Its name in name.  0, or -1 with a reason in err and nothing left behind.
+ * services: the guest's DNS (UDP and TCP 53) goes to kiln-dns at NETNS_GATEWAY:53 and its TCP
+ * 80 and 443 to kiln-proxy at NETNS_GATEWAY:NETNS_HTTP_PORT/NETNS_TLS_PORT (docs/egress.md),
+ * which the caller starts inside the namespace.
  */
-int netns_create(const char *allow, char *name, size_t namelen, char *err, size_t errlen);
+int netns_create(const char *allow, bool services, char *name, size_t namelen, char *err,
+		 size_t errlen);
 
 /*
  * Replace the namespace's policy with allow (same form as netns_create), atomically; packets of
  * open connections the new policy does not allow are refused from then on.  0 or -1 with err.
  */
-int netns_set_policy(const char *name, const char *allow, char *err, size_t errlen);
+int netns_set_policy(const char *name, const char *allow, bool services, char *err,
+		     size_t errlen);
 
 /* Remove the namespace (its tap and veth go with it) and free its slot. */
 void netns_destroy(const char *name);
@@ -42,7 +50,7 @@ int netns_enter(const char *name);
 int netns_parse_cidr(const char *s, uint32_t *addr, unsigned *len);
 
 /* The nftables ruleset for allow and the host's own addresses, as `nft -f` text (pure). */
-int netns_ruleset(const char *allow, const uint32_t *host_addrs, unsigned nhost, char *out,
-		  size_t outlen, char *err, size_t errlen);
+int netns_ruleset(const char *allow, bool services, const uint32_t *host_addrs, unsigned nhost,
+		  char *out, size_t outlen, char *err, size_t errlen);
 
 #endif

@@ -11,6 +11,7 @@
 #include "vmctl.h"
 
 #include "../common/sparse_file.h"
+#include "egress.h"
 #include "netns.h"
 
 #include <errno.h>
@@ -469,13 +470,19 @@ int vm_up(const char *dir, const struct vm_spec *s, struct agent_error *e)
 	if (s->net) {
 		char ns[NETNS_NAME_MAX], why[256];
 
-		if (netns_create(s->net_allow, ns, sizeof(ns), why, sizeof(why))) {
+		if (netns_create(s->net_allow, s->net_policy != NULL, ns, sizeof(ns), why,
+				 sizeof(why))) {
 			snprintf(e->message, sizeof(e->message), "network: %s", why);
 			return -1;
 		}
 		if (write_netns(abs, ns)) {
 			netns_destroy(ns);
 			return fail_errno(e, "cannot write the netns file in", abs);
+		}
+		if (s->net_policy && egress_start(abs, ns, s->net_policy, why, sizeof(why))) {
+			netns_destroy(ns);
+			snprintf(e->message, sizeof(e->message), "egress: %s", why);
+			return -1;
 		}
 	}
 	return start(abs, spawn_boot(abs, s), &(struct first_request){ 0 }, e);
@@ -629,7 +636,7 @@ int vm_set_net_policy(const char *dir, const char *allow, struct agent_error *e)
 			 dir);
 		return -1;
 	}
-	if (netns_set_policy(ns, allow, why, sizeof(why))) {
+	if (netns_set_policy(ns, allow, egress_enabled(dir), why, sizeof(why))) {
 		snprintf(e->message, sizeof(e->message), "network policy: %s", why);
 		return -1;
 	}
@@ -646,6 +653,7 @@ void vm_down(const char *dir)
 		kill(pid, SIGKILL);
 		wait_exit(pid, 5000);
 	}
+	egress_stop(dir);
 	if (read_netns(dir, ns, sizeof(ns)))
 		netns_destroy(ns);
 	remove_tree(dir);

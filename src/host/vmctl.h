@@ -24,6 +24,8 @@ struct vm_spec {
 	const char *net_allow;		/* comma-separated IPv4 CIDRs TCP may reach; NULL: none */
 	uint64_t net_rate;		/* bytes per second each way; 0: unlimited */
 	const char *net_pcap;		/* capture every frame here (absolute); NULL: none */
+	const char *net_policy;		/* egress policy file: run kiln-dns and kiln-proxy
+					 * for this sandbox (egress.h); NULL: none */
 };
 
 /* Boot a VM into dir (created) and wait until its agent answers.  0 or -1 with e set. */

@@ -66,7 +66,7 @@ static void test_allow_sets(void **state)
 
 	(void)state;
 	assert_int_equal(netns_ruleset("10.99.0.0/24,0.0.0.0/0,203.0.113.7,172.20.1.0/24,"
-				       "169.254.169.254/32,100.64.0.0/10", host, 2, rules,
+				       "169.254.169.254/32,100.64.0.0/10", false, host, 2, rules,
 				       sizeof(rules), err, sizeof(err)), 0);
 	/* Inside a private range: only allow_private lets it through the private drop. */
 	assert_string_equal(set_elements("allow_private", b, sizeof(b)),
@@ -106,31 +106,55 @@ static void test_empty_and_bad_allow_lists(void **state)
 	char err[256], b[1024], big[NETNS_ALLOW_MAX + 16];
 
 	(void)state;
-	assert_int_equal(netns_ruleset(NULL, NULL, 0, rules, sizeof(rules), err, sizeof(err)), 0);
+	assert_int_equal(netns_ruleset(NULL, false, NULL, 0, rules, sizeof(rules), err,
+				       sizeof(err)), 0);
 	assert_string_equal(set_elements("allow", b, sizeof(b)), "");
 	assert_string_equal(set_elements("allow_private", b, sizeof(b)), "");
-	assert_int_equal(netns_ruleset("10.0.0.0/8,bogus", NULL, 0, rules, sizeof(rules), err,
+	assert_int_equal(netns_ruleset("10.0.0.0/8,bogus", false, NULL, 0, rules, sizeof(rules), err,
 				       sizeof(err)), -1);
 	assert_non_null(strstr(err, "bogus"));
 	/* An nft injection attempt is just not a CIDR. */
-	assert_int_equal(netns_ruleset("1.2.3.4/32 } ; flush ruleset ;", NULL, 0, rules,
+	assert_int_equal(netns_ruleset("1.2.3.4/32 } ; flush ruleset ;", false, NULL, 0, rules,
 				       sizeof(rules), err, sizeof(err)), -1);
 	/* Too many CIDRs, and a list longer than the limit. */
 	big[0] = '\0';
 	for (int i = 0; i < NETNS_MAX_CIDRS + 1; i++)
 		snprintf(big + strlen(big), sizeof(big) - strlen(big), "%s1.%d.%d.0/24",
 			 i ? "," : "", i / 256, i % 256);
-	assert_int_equal(netns_ruleset(big, NULL, 0, rules, sizeof(rules), err, sizeof(err)), -1);
+	assert_int_equal(netns_ruleset(big, false, NULL, 0, rules, sizeof(rules), err,
+				       sizeof(err)), -1);
 	memset(big, '1', sizeof(big) - 1);
 	big[sizeof(big) - 1] = '\0';
-	assert_int_equal(netns_ruleset(big, NULL, 0, rules, sizeof(rules), err, sizeof(err)), -1);
+	assert_int_equal(netns_ruleset(big, false, NULL, 0, rules, sizeof(rules), err,
+				       sizeof(err)), -1);
 	/* An output buffer too small is an error, never a truncated ruleset. */
-	assert_int_equal(netns_ruleset("10.0.0.0/8", NULL, 0, rules, 200, err, sizeof(err)), -1);
+	assert_int_equal(netns_ruleset("10.0.0.0/8", false, NULL, 0, rules, 200, err, sizeof(err)), -1);
+}
+
+/* With the egress services, DNS and web traffic from the tap go to kiln-dns and kiln-proxy in
+ * the namespace, which its input chain then accepts; without, neither rule exists. */
+static void test_services_redirects(void **state)
+{
+	char err[256];
+
+	(void)state;
+	assert_int_equal(netns_ruleset("10.99.0.0/24", true, NULL, 0, rules, sizeof(rules), err,
+				       sizeof(err)), 0);
+	assert_non_null(strstr(rules, "udp dport 53 redirect to :53"));
+	assert_non_null(strstr(rules, "tcp dport 80 redirect to :8080"));
+	assert_non_null(strstr(rules, "tcp dport 443 redirect to :8443"));
+	assert_non_null(strstr(rules, "jump services_in"));
+	assert_non_null(strstr(rules, "tcp dport { 53, 8080, 8443 } accept"));
+	assert_int_equal(netns_ruleset("10.99.0.0/24", false, NULL, 0, rules, sizeof(rules), err,
+				       sizeof(err)), 0);
+	assert_null(strstr(rules, "redirect"));
+	assert_null(strstr(rules, "services_in"));
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_services_redirects),
 		cmocka_unit_test(test_parse_cidr),
 		cmocka_unit_test(test_allow_sets),
 		cmocka_unit_test(test_empty_and_bad_allow_lists),
