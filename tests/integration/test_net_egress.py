@@ -22,7 +22,8 @@ POLICY = "rewrite upstream.test 10.99.0.2\nallow-cidr 10.99.0.0/24\n"
 def world(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root")
-    for m in MODULES:
+    # The test host's kernel does not load modules on demand: redirect needs nft_redir.
+    for m in MODULES + ["nft_redir"]:
         sh("modprobe", m, check=False)
     tmp = Path(tempfile.mkdtemp(prefix="kiln-egress-"))
     www = tmp / "www"
