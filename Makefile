@@ -34,7 +34,8 @@ CLI_SRC    := $(wildcard src/cli/*.c)
 HOST_SRC   := $(wildcard src/host/*.c)
 KILND_SRC  := $(wildcard src/kilnd/*.c)
 # kilnd's pure parts (no sockets, no VMs), linked into its unit tests.
-KILND_LIB  := src/kilnd/router.c src/kilnd/json.c src/kilnd/ledger.c
+KILND_LIB  := src/kilnd/router.c src/kilnd/json.c src/kilnd/ledger.c src/kilnd/code_json.c \
+	      src/kilnd/multipart.c
 KILND_LIBS := -lmicrohttpd -ljansson -lsqlite3 -lcrypto
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 TEST_GUEST_BINS := $(patsubst tests/guest/%.c,$(B)/tests/guest/%,$(wildcard tests/guest/*.c))

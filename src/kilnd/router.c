@@ -1,6 +1,6 @@
 /*
  * router.c - see router.h.  Routes are a table of method, path pattern and flags; a pattern
- * segment "{id}" matches one identifier.
+ * segment "{name}" matches one identifier (the first into id, a second into sub).
  */
 #include "router.h"
 
@@ -31,6 +31,23 @@ static const struct route_def routes[] = {
 	{ "PUT", "/v1/sandboxes/{id}/files", R_FILES_PUT, false, true },
 	{ "GET", "/v1/sandboxes/{id}/files", R_FILES_GET, false, true },
 	{ "GET", "/v1/sandboxes/{id}/files/list", R_FILES_LIST, false, true },
+	{ "POST", "/v1/sandboxes/{id}/code", R_SANDBOX_CODE, false, true },
+	{ "POST", "/v1/sandboxes/{id}/contexts", R_CONTEXTS_CREATE, false, true },
+	{ "GET", "/v1/sandboxes/{id}/contexts", R_CONTEXTS_LIST, false, true },
+	{ "DELETE", "/v1/sandboxes/{id}/contexts/{context_id}", R_CONTEXT_DELETE, false, true },
+	{ "POST", "/v1/sandboxes/{id}/contexts/{context_id}/restart", R_CONTEXT_RESTART, false,
+	  true },
+	{ "POST", "/v1/sandboxes/{id}/contexts/{context_id}/interrupt", R_CONTEXT_INTERRUPT,
+	  false, true },
+	{ "POST", "/v1/containers", R_CONTAINERS_CREATE, false, true },
+	{ "GET", "/v1/containers", R_CONTAINERS_LIST, false, true },
+	{ "GET", "/v1/containers/{id}", R_CONTAINER_GET, false, true },
+	{ "DELETE", "/v1/containers/{id}", R_CONTAINER_DELETE, false, true },
+	{ "POST", "/v1/containers/{id}/files", R_CFILES_CREATE, false, true },
+	{ "GET", "/v1/containers/{id}/files", R_CFILES_LIST, false, true },
+	{ "GET", "/v1/containers/{id}/files/{file_id}", R_CFILE_GET, false, true },
+	{ "DELETE", "/v1/containers/{id}/files/{file_id}", R_CFILE_DELETE, false, true },
+	{ "GET", "/v1/containers/{id}/files/{file_id}/content", R_CFILE_CONTENT, false, true },
 };
 
 static bool id_char(char c)
@@ -38,24 +55,38 @@ static bool id_char(char c)
 	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
 }
 
-/* Does path match pattern?  The {id} segment, if any, is copied to id. */
-static bool path_matches(const char *pattern, const char *path, char *id)
+/* One identifier segment of path into out; its length, or 0 if it is not one. */
+static size_t take_id(const char *path, char *out)
 {
-	while (*pattern && *path) {
-		if (!strncmp(pattern, "{id}", 4)) {
-			size_t n = 0;
+	size_t n = 0;
 
-			while (path[n] && path[n] != '/') {
-				if (!id_char(path[n]) || n == ROUTE_ID_MAX - 1)
-					return false;
-				n++;
-			}
-			if (n == 0)
+	while (path[n] && path[n] != '/') {
+		if (!id_char(path[n]) || n == ROUTE_ID_MAX - 1)
+			return 0;
+		n++;
+	}
+	memcpy(out, path, n);
+	out[n] = 0;
+	return n;
+}
+
+/* Does path match pattern?  Its {...} segments are copied to id, then sub. */
+static bool path_matches(const char *pattern, const char *path, char *id, char *sub)
+{
+	int nids = 0;
+
+	while (*pattern && *path) {
+		if (*pattern == '{') {
+			const char *close = strchr(pattern, '}');
+			size_t n;
+
+			if (!close || nids == 2)
 				return false;
-			memcpy(id, path, n);
-			id[n] = 0;
+			n = take_id(path, nids++ ? sub : id);
+			if (!n)
+				return false;
 			path += n;
-			pattern += 4;
+			pattern = close + 1;
 			continue;
 		}
 		if (*pattern != *path)
@@ -69,14 +100,14 @@ static bool path_matches(const char *pattern, const char *path, char *id)
 int router_match(const char *method, const char *path, struct route_match *m)
 {
 	bool path_known = false;
-	char id[ROUTE_ID_MAX];
+	char id[ROUTE_ID_MAX], sub[ROUTE_ID_MAX];
 
 	memset(m, 0, sizeof(*m));
 	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
 		const struct route_def *r = &routes[i];
 
-		id[0] = 0;
-		if (!path_matches(r->pattern, path, id))
+		id[0] = sub[0] = 0;
+		if (!path_matches(r->pattern, path, id, sub))
 			continue;
 		if (strcmp(r->method, method)) {
 			size_t used = strlen(m->allow);
@@ -91,6 +122,7 @@ int router_match(const char *method, const char *path, struct route_match *m)
 		m->admin = r->admin;
 		m->agent = r->agent;
 		memcpy(m->id, id, sizeof(id));
+		memcpy(m->sub, sub, sizeof(sub));
 		m->allow[0] = 0;
 		return 200;
 	}

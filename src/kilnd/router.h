@@ -16,6 +16,11 @@ enum route {
 	R_SANDBOX_GET, R_SANDBOX_DELETE,
 	R_SANDBOX_PAUSE, R_SANDBOX_RESUME, R_SANDBOX_TIMEOUT, R_SANDBOX_EXEC,
 	R_FILES_PUT, R_FILES_GET, R_FILES_LIST,
+	R_SANDBOX_CODE, R_CONTEXTS_CREATE, R_CONTEXTS_LIST,	/* api_code.c */
+	R_CONTEXT_DELETE, R_CONTEXT_RESTART, R_CONTEXT_INTERRUPT,
+	R_CONTAINERS_CREATE, R_CONTAINERS_LIST,			/* api_containers.c */
+	R_CONTAINER_GET, R_CONTAINER_DELETE,
+	R_CFILES_CREATE, R_CFILES_LIST, R_CFILE_GET, R_CFILE_DELETE, R_CFILE_CONTENT,
 };
 
 #define ROUTE_ID_MAX	64
@@ -24,12 +29,14 @@ struct route_match {
 	enum route route;
 	bool admin;			/* only the admin key may call it */
 	bool agent;			/* only an agent key may call it */
-	char id[ROUTE_ID_MAX];		/* the {id} segment, if the route has one */
+	char id[ROUTE_ID_MAX];		/* the first {...} segment, if the route has one */
+	char sub[ROUTE_ID_MAX];		/* the second (a context or file id), if any */
 	char allow[64];			/* on 405: the methods the path accepts */
 };
 
 /* 200 and m filled in, 404 for an unknown path, 405 for a known path with another method.
- * path excludes the query string.  An {id} must be 1-63 characters of [a-z0-9-]. */
+ * path excludes the query string.  A {...} segment must be 1-63 characters of [a-z0-9-]; the
+ * first goes to m->id, a second to m->sub. */
 int router_match(const char *method, const char *path, struct route_match *m);
 
 #endif
