@@ -38,8 +38,9 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
 
 class Kilnd:
-    def __init__(self, tmp, image):
+    def __init__(self, tmp, image, args=()):
         self.tmp = tmp
+        self.args = list(args)      # more kilnd options: --listen, --template NAME=FILE
         self.sock = str(tmp / "k.sock")
         self.data = tmp / "data"
         self.prices = tmp / "prices"
@@ -52,7 +53,7 @@ class Kilnd:
         env = {**os.environ, "KILN_CACHE": str(self.tmp / "cache")}
         self.proc = subprocess.Popen(
             [str(KILND), "--socket", self.sock, "--data", str(self.data), "--prices",
-             str(self.prices), "--template", f"base={self.image}"],
+             str(self.prices), "--template", f"base={self.image}"] + self.args,
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, env=env)
         for _ in range(200):
             try:
@@ -186,8 +187,8 @@ def test_openapi_document_matches_the_server(kilnd, bob):
     for method, path in sorted(documented):
         key = kilnd.admin if path.startswith("/v1/agents") else bob["api_key"]
         raw = b'{"bogus_field": 1}' if method in ("POST", "PUT") else None
-        status, body = kilnd.request(method, path.replace("{id}", "no-such-1"), key=key,
-                                     raw=raw)
+        status, body = kilnd.request(method, re.sub(r"\{[a-z_]+\}", "no-such-1", path),
+                                     key=key, raw=raw)
         assert status != 405, (method, path)
         if status >= 400:
             assert set(body) == {"error"} and {"code", "message"} <= set(body["error"])
