@@ -5,9 +5,9 @@
  * A container is an ordinary sandbox of the "python" template owned by the calling agent
  * (quotas, billing, pause on an empty wallet, all as for any sandbox), marked by its metadata
  * key "openai.container" {name, minutes, memory_limit}.  Its idle window is the sandbox's
- * timeout: every container request and every cell run in it (api_code.c) moves the expiry to
- * now + minutes, and kilnd's meter expires it as it does any sandbox; last_active_at is
- * derived from that expiry.
+ * timeout: every request on its files and every cell run in it (api_code.c) moves the expiry
+ * to now + minutes (retrieving or listing containers does not), and kilnd's meter expires it
+ * as it does any sandbox; last_active_at is derived from that expiry.
  *
  * Container files live under /mnt/data in the guest.  A file's id is derived from its path
  * (cfile- and 24 hex digits of its SHA-256), so files the code writes there are listed too
@@ -600,8 +600,6 @@ enum MHD_Result api_containers(struct request *r)
 		return list(r);
 	if (own_container(r, &s, &rec, &c))
 		return reply_error(r, &r->e);
-	container_touch(s.id);
-	db_sandbox_get(s.id, NULL, &s);		/* the new expiry */
 	switch (r->m.route) {
 	case R_CONTAINER_GET:
 		ret = reply_json(r, 200, container_json(&s, c));
@@ -613,6 +611,8 @@ enum MHD_Result api_containers(struct request *r)
 							 "container.deleted", "deleted", 1));
 		break;
 	default:
+		/* Using its files is activity; looking at the container is not. */
+		container_touch(s.id);
 		ret = files(r, &s);
 	}
 	json_decref(rec);
