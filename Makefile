@@ -150,7 +150,7 @@ demo: programs kernel image-python
 	tests/vmhost/maybe-run -- scripts/demo
 
 bench: programs kernel images
-	tests/vmhost/maybe-run -- sh -c 'bench/boot && bench/exec && bench/restore'
+	tests/vmhost/maybe-run -- sh -c 'bench/boot && bench/exec && bench/restore && bench/code'
 
 clean:
 	rm -rf $(B)
