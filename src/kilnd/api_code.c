@@ -410,6 +410,7 @@ static void stream_free(void *cls)
  * whose first line is a failure. */
 struct find_ctx {
 	const char *id;
+	struct agent_context *out;
 	bool found;
 };
 
@@ -417,14 +418,19 @@ static void on_find(const struct agent_context *c, void *ctx)
 {
 	struct find_ctx *f = ctx;
 
-	if (!strcmp(c->id, f->id))
-		f->found = true;
+	if (strcmp(c->id, f->id))
+		return;
+	f->found = true;
+	if (f->out)
+		*f->out = *c;
 }
 
-static int context_exists(const struct sandbox *s, const char *id, struct api_error *e)
+/* Context id's record (out may be NULL); 404 context_not_found if there is none. */
+static int context_lookup(const struct sandbox *s, const char *id, struct agent_context *out,
+			  struct api_error *e)
 {
 	struct agent_error ae = { 0 };
-	struct find_ctx f = { id, false };
+	struct find_ctx f = { id, out, false };
 	int fd = sandbox_agent(s, e), r;
 
 	if (fd < 0)
@@ -479,7 +485,7 @@ static enum MHD_Result run_code(struct request *r, const struct sandbox *s)
 	else if (default_context(s, id, &r->e))
 		goto fail;
 	container_touch(s->id);
-	if (q.stream && q.context_id[0] && context_exists(s, id, &r->e))
+	if (q.stream && q.context_id[0] && context_lookup(s, id, NULL, &r->e))
 		goto fail;
 	fd = start_cell(s, &q, id, &r->e);
 	if (fd < 0)
@@ -507,7 +513,9 @@ static enum MHD_Result new_context(struct request *r, const struct sandbox *s)
 
 	if (!body)
 		return reply_error(r, &r->e);
-	bad = parse_context(body, &q, &r->e) || create_context(s, &q, &c, &r->e);
+	/* CONTEXT_CREATE answers the id and pid; the listing has the rest. */
+	bad = parse_context(body, &q, &r->e) || create_context(s, &q, &c, &r->e) ||
+	      context_lookup(s, c.id, &c, &r->e);
 	strv_free(q.env);
 	json_decref(body);
 	if (bad)
