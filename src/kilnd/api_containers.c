@@ -87,14 +87,14 @@ static json_t *container_json(const struct sandbox *s, json_t *c)
 	unsigned minutes = meta_minutes(c);
 	json_t *name = json_object_get(c, "name"), *mem = json_object_get(c, "memory_limit");
 
-	return json_pack("{s:s, s:s, s:I, s:s, s:{s:s, s:I}, s:I, s:O, s:O}",
+	return json_pack("{s:s, s:s, s:I, s:s, s:{s:s, s:I}, s:I, s:s, s:s}",
 			 "id", s->id, "object", "container",
 			 "created_at", (json_int_t)(s->created_at / 1000),
 			 "status", container_status(s->state),
 			 "expires_after", "anchor", "last_active_at", "minutes", (json_int_t)minutes,
 			 "last_active_at", (json_int_t)(s->expires_at / 1000 - minutes * 60),
-			 "name", json_is_string(name) ? name : json_string(""),
-			 "memory_limit", json_is_string(mem) ? mem : json_string("1g"));
+			 "name", json_is_string(name) ? json_string_value(name) : "",
+			 "memory_limit", json_is_string(mem) ? json_string_value(mem) : "1g");
 }
 
 /* The caller's container r->m.id: the sandbox and its metadata (in *rec; decref it). */
