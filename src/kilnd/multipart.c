@@ -149,7 +149,7 @@ int multipart_find(const uint8_t *body, size_t len, const char *boundary, const 
 		   struct multipart_part *out, char *err, size_t errlen)
 {
 	char delim[MULTIPART_BOUNDARY_MAX + 5];
-	const char *p = (const char *)body, *end = p + len, *at;
+	const char *p = (const char *)body, *end = p + len;
 	size_t dl;
 
 	if (!*boundary || strlen(boundary) > MULTIPART_BOUNDARY_MAX)
@@ -157,13 +157,12 @@ int multipart_find(const uint8_t *body, size_t len, const char *boundary, const 
 	dl = snprintf(delim, sizeof(delim), "\r\n--%s", boundary);
 	/* The first delimiter may start the body (no CRLF before it) or follow a preamble. */
 	if (len >= dl - 2 && !memcmp(p, delim + 2, dl - 2)) {
-		at = p;
 		p += dl - 2;
 	} else {
-		at = memmem(p, len, delim, dl);
-		if (!at)
+		p = memmem(p, len, delim, dl);
+		if (!p)
 			return fail(err, errlen, "the body has no multipart delimiter");
-		p = at + dl;
+		p += dl;
 	}
 	for (;;) {
 		struct multipart_part part;
@@ -200,7 +199,6 @@ int multipart_find(const uint8_t *body, size_t len, const char *boundary, const 
 			return 0;
 		}
 	}
-	(void)at;
 	return fail(err, errlen, "no form field '%s'", field);
 }
 
