@@ -416,7 +416,8 @@ static enum MHD_Result upload(struct request *r, const struct sandbox *s)
 	char path[sizeof(DATA_DIR) + MULTIPART_NAME_MAX + 2];
 	struct multipart_part part;
 
-	if (ct && !strncasecmp(ct, "application/json", 16)) {
+	/* Multipart needs its Content-Type for the boundary: without one, the body is JSON. */
+	if (!ct || !strncasecmp(ct, "application/json", 16)) {
 		json_t *body = body_object(r->body, r->len, &r->e);
 
 		if (body)

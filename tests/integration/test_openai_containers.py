@@ -99,7 +99,8 @@ def test_container_object_and_files_the_code_writes(kilnd, key, idle):
     assert (status, data) == (200, b"hello")
     # Uploads kilnd cannot take.
     error_of(kilnd.request("POST", f"/v1/containers/{cid}/files", {"file_id": "file-abc"},
-                           key=key), 400, "unsupported", "file_id")
+                           headers={"Content-Type": "application/json"}, key=key),
+             400, "unsupported", "file_id")
     error_of(kilnd.request("POST", f"/v1/containers/{cid}/files", raw=b"--x\r\n",
                            headers={"Content-Type": "multipart/form-data"}, key=key),
              400, "invalid_argument", "file")
