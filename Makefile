@@ -34,7 +34,8 @@ CLI_SRC    := $(wildcard src/cli/*.c)
 HOST_SRC   := $(wildcard src/host/*.c)
 KILND_SRC  := $(wildcard src/kilnd/*.c)
 # kilnd's pure parts (no sockets, no VMs), linked into its unit tests.
-KILND_LIB  := src/kilnd/router.c src/kilnd/json.c src/kilnd/ledger.c src/kilnd/api_parse.c
+KILND_LIB  := src/kilnd/router.c src/kilnd/json.c src/kilnd/ledger.c src/kilnd/api_parse.c \
+	      src/kilnd/code_json.c src/kilnd/multipart.c
 KILND_LIBS := -lmicrohttpd -ljansson -lsqlite3 -lcrypto
 # Egress policy and DNS wire format, shared by kiln-dns and its unit tests (test_egress_*).
 NET_LIB    := src/net/dns_msg.c src/net/egress_policy.c src/net/sniff.c src/net/listen_in_netns.c \
@@ -189,7 +190,7 @@ demo: programs kernel image-python
 	tests/vmhost/maybe-run -- scripts/demo
 
 bench: programs kernel images
-	tests/vmhost/maybe-run -- sh -c 'bench/boot && bench/exec && bench/restore'
+	tests/vmhost/maybe-run -- sh -c 'bench/boot && bench/exec && bench/restore && bench/code'
 	bench/proxy
 
 clean:

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "../common/log.h"
+#include "api_code.h"
 #include "db.h"
 
 #define CONNECTION_TIMEOUT_S	900	/* an idle client; a slow VM boot is not idle time */
@@ -103,6 +104,8 @@ static void admit(struct request *r, const char *method, const char *url)
 	}
 	if (r->m.route == R_FILES_PUT && upload_begin(r))
 		goto refuse;
+	if (r->m.route == R_CFILES_CREATE)
+		r->max_body = MAX_MULTIPART_BODY;
 	return;
 refuse:
 	r->failed = true;
@@ -148,6 +151,23 @@ static enum MHD_Result dispatch(struct request *r)
 	case R_TEMPLATE_WARM_GET:
 	case R_TEMPLATE_UNWARM:
 		return api_templates(r);
+	case R_SANDBOX_CODE:
+	case R_CONTEXTS_CREATE:
+	case R_CONTEXTS_LIST:
+	case R_CONTEXT_DELETE:
+	case R_CONTEXT_RESTART:
+	case R_CONTEXT_INTERRUPT:
+		return api_code(r);
+	case R_CONTAINERS_CREATE:
+	case R_CONTAINERS_LIST:
+	case R_CONTAINER_GET:
+	case R_CONTAINER_DELETE:
+	case R_CFILES_CREATE:
+	case R_CFILES_LIST:
+	case R_CFILE_GET:
+	case R_CFILE_DELETE:
+	case R_CFILE_CONTENT:
+		return api_containers(r);
 	default:
 		return api_sandboxes(r);
 	}
@@ -159,9 +179,9 @@ static void body_append(struct request *r, const char *data, size_t len)
 
 	if (r->failed)
 		return;		/* drained and dropped */
-	if (r->len + len > MAX_JSON_BODY) {
-		api_fail(&r->e, 413, "body_too_large", NULL, "request bodies are at most %d bytes",
-			 MAX_JSON_BODY);
+	if (r->len + len > r->max_body) {
+		api_fail(&r->e, 413, "body_too_large", NULL, "request bodies are at most %zu bytes",
+			 r->max_body);
 		r->failed = true;
 		return;
 	}
@@ -189,6 +209,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		if (!r)
 			return MHD_NO;
 		r->conn = conn;
+		r->max_body = MAX_JSON_BODY;
 		*con_cls = r;
 		admit(r, method, url);
 		return MHD_YES;

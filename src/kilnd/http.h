@@ -24,6 +24,7 @@ struct request {
 	struct agent agent;		/* the caller, when an agent */
 	char *body;			/* JSON bodies, NUL-terminated */
 	size_t len;
+	size_t max_body;		/* MAX_JSON_BODY, or more for a multipart upload */
 	bool failed;			/* e holds the answer */
 	struct api_error e;
 	struct upload *upload;		/* PUT files */

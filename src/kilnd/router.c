@@ -1,7 +1,8 @@
 /*
  * router.c - see router.h.  Routes are a table of method, path pattern and flags; a pattern
- * segment "{id}" matches one identifier, "{pid}" one process id, "{name}" any segment (its
- * handler validates it, so a bad template name is a 400 that says why rather than a 404).
+ * segment "{pid}" matches a process id, "{name}" any segment (its handler validates it, so a
+ * bad template name is a 400 that says why rather than a 404), and any other "{...}" one
+ * identifier: the first into id, a second (a context or file id) into sub.
  */
 #include "router.h"
 
@@ -52,6 +53,23 @@ static const struct route_def routes[] = {
 	{ "POST", "/v1/templates/{name}/warm", R_TEMPLATE_WARM, true, false },
 	{ "GET", "/v1/templates/{name}/warm", R_TEMPLATE_WARM_GET, false, false },
 	{ "DELETE", "/v1/templates/{name}/warm", R_TEMPLATE_UNWARM, true, false },
+	{ "POST", "/v1/sandboxes/{id}/code", R_SANDBOX_CODE, false, true },
+	{ "POST", "/v1/sandboxes/{id}/contexts", R_CONTEXTS_CREATE, false, true },
+	{ "GET", "/v1/sandboxes/{id}/contexts", R_CONTEXTS_LIST, false, true },
+	{ "DELETE", "/v1/sandboxes/{id}/contexts/{context_id}", R_CONTEXT_DELETE, false, true },
+	{ "POST", "/v1/sandboxes/{id}/contexts/{context_id}/restart", R_CONTEXT_RESTART, false,
+	  true },
+	{ "POST", "/v1/sandboxes/{id}/contexts/{context_id}/interrupt", R_CONTEXT_INTERRUPT,
+	  false, true },
+	{ "POST", "/v1/containers", R_CONTAINERS_CREATE, false, true },
+	{ "GET", "/v1/containers", R_CONTAINERS_LIST, false, true },
+	{ "GET", "/v1/containers/{id}", R_CONTAINER_GET, false, true },
+	{ "DELETE", "/v1/containers/{id}", R_CONTAINER_DELETE, false, true },
+	{ "POST", "/v1/containers/{id}/files", R_CFILES_CREATE, false, true },
+	{ "GET", "/v1/containers/{id}/files", R_CFILES_LIST, false, true },
+	{ "GET", "/v1/containers/{id}/files/{file_id}", R_CFILE_GET, false, true },
+	{ "DELETE", "/v1/containers/{id}/files/{file_id}", R_CFILE_DELETE, false, true },
+	{ "GET", "/v1/containers/{id}/files/{file_id}/content", R_CFILE_CONTENT, false, true },
 };
 
 static bool id_char(char c)
@@ -79,45 +97,60 @@ static size_t pid_segment(const char *path, unsigned *pid)
 	return n;
 }
 
-/* Does path match pattern?  The {id} segment, if any, is copied to id, {pid} to pid. */
-static bool path_matches(const char *pattern, const char *path, char *id, unsigned *pid)
+/* One identifier segment of path into out; its length, or 0 if it is not one. */
+static size_t take_id(const char *path, char *out)
 {
-	while (*pattern && *path) {
-		if (!strncmp(pattern, "{pid}", 5)) {
-			size_t n = pid_segment(path, pid);
+	size_t n = 0;
 
+	while (path[n] && path[n] != '/') {
+		if (!id_char(path[n]) || n == ROUTE_ID_MAX - 1)
+			return 0;
+		n++;
+	}
+	memcpy(out, path, n);
+	out[n] = 0;
+	return n;
+}
+
+/* Any segment into out (cut to "" when too long: never a valid name); its length. */
+static size_t take_name(const char *path, char *out)
+{
+	size_t n = strcspn(path, "/");
+
+	if (n < ROUTE_ID_MAX)
+		memcpy(out, path, n);
+	out[n < ROUTE_ID_MAX ? n : 0] = 0;
+	return n;
+}
+
+/* Does path match pattern?  {pid} goes to pid; {name} and the other {...} segments to id,
+ * then sub. */
+static bool path_matches(const char *pattern, const char *path, char *id, char *sub,
+			 unsigned *pid)
+{
+	int nids = 0;
+
+	while (*pattern && *path) {
+		if (*pattern == '{') {
+			const char *close = strchr(pattern, '}');
+			size_t n;
+
+			if (!close)
+				return false;
+			if (!strncmp(pattern, "{pid}", 5)) {
+				n = pid_segment(path, pid);
+			} else {
+				if (nids == 2)
+					return false;
+				n = !strncmp(pattern, "{name}", 6) ?
+					take_name(path, nids ? sub : id) :
+					take_id(path, nids ? sub : id);
+				nids++;
+			}
 			if (!n)
 				return false;
 			path += n;
-			pattern += 5;
-			continue;
-		}
-		if (!strncmp(pattern, "{name}", 6)) {
-			size_t n = strcspn(path, "/");
-
-			if (n == 0)
-				return false;
-			if (n < ROUTE_ID_MAX)
-				memcpy(id, path, n);
-			id[n < ROUTE_ID_MAX ? n : 0] = 0;
-			path += n;
-			pattern += 6;
-			continue;
-		}
-		if (!strncmp(pattern, "{id}", 4)) {
-			size_t n = 0;
-
-			while (path[n] && path[n] != '/') {
-				if (!id_char(path[n]) || n == ROUTE_ID_MAX - 1)
-					return false;
-				n++;
-			}
-			if (n == 0)
-				return false;
-			memcpy(id, path, n);
-			id[n] = 0;
-			path += n;
-			pattern += 4;
+			pattern = close + 1;
 			continue;
 		}
 		if (*pattern != *path)
@@ -131,16 +164,16 @@ static bool path_matches(const char *pattern, const char *path, char *id, unsign
 int router_match(const char *method, const char *path, struct route_match *m)
 {
 	bool path_known = false;
-	char id[ROUTE_ID_MAX];
+	char id[ROUTE_ID_MAX], sub[ROUTE_ID_MAX];
 	unsigned pid = 0;
 
 	memset(m, 0, sizeof(*m));
 	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
 		const struct route_def *r = &routes[i];
 
-		id[0] = 0;
+		id[0] = sub[0] = 0;
 		pid = 0;
-		if (!path_matches(r->pattern, path, id, &pid))
+		if (!path_matches(r->pattern, path, id, sub, &pid))
 			continue;
 		if (strcmp(r->method, method)) {
 			size_t used = strlen(m->allow);
@@ -156,6 +189,7 @@ int router_match(const char *method, const char *path, struct route_match *m)
 		m->agent = r->agent;
 		memcpy(m->id, id, sizeof(id));
 		m->pid = pid;
+		memcpy(m->sub, sub, sizeof(sub));
 		m->allow[0] = 0;
 		return 200;
 	}

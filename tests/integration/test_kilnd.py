@@ -68,8 +68,8 @@ def test_openapi_document_matches_the_server(kilnd, bob):
     for method, path in sorted(documented):
         key = kilnd.admin if path.startswith("/v1/agents") else bob["api_key"]
         raw = b'{"bogus_field": 1}' if method in ("POST", "PUT") else None
-        status, body = kilnd.request(method, path.replace("{id}", "no-such-1").replace("{pid}", "1"), key=key,
-                                     raw=raw)
+        status, body = kilnd.request(method, re.sub(r"\{[a-z_]+\}", "1" if "{pid}" in path else "no-such-1", path),
+                                     key=key, raw=raw)
         assert status != 405, (method, path)
         if status >= 400:
             assert set(body) == {"error"} and {"code", "message"} <= set(body["error"])

@@ -49,6 +49,7 @@ static void test_routes(void **state)
 		assert_string_equal(m.id, ok[i].id);
 	}
 	assert_int_equal(router_match("POST", "/v1/agents", &m), 200);
+	assert_string_equal(m.sub, "");
 	assert_true(m.admin);
 	assert_false(m.agent);
 	assert_int_equal(router_match("GET", "/v1/sandboxes", &m), 200);
@@ -86,6 +87,50 @@ static void test_template_names_reach_their_handler(void **state)
 	memset(longname + strlen(longname), 'a', 100);
 	assert_int_equal(router_match("GET", longname, &m), 200);
 	assert_string_equal(m.id, "");	/* too long: no valid name, so the handler says 400 */
+}
+
+/* Routes with a second identifier: a context or a container file. */
+static void test_second_id(void **state)
+{
+	static const struct {
+		const char *method, *path;
+		enum route route;
+		const char *id, *sub;
+	} ok[] = {
+		{ "POST", "/v1/sandboxes/sb-1/code", R_SANDBOX_CODE, "sb-1", "" },
+		{ "POST", "/v1/sandboxes/sb-1/contexts", R_CONTEXTS_CREATE, "sb-1", "" },
+		{ "GET", "/v1/sandboxes/sb-1/contexts", R_CONTEXTS_LIST, "sb-1", "" },
+		{ "DELETE", "/v1/sandboxes/sb-1/contexts/0a1b", R_CONTEXT_DELETE, "sb-1", "0a1b" },
+		{ "POST", "/v1/sandboxes/s/contexts/c/restart", R_CONTEXT_RESTART, "s", "c" },
+		{ "POST", "/v1/sandboxes/s/contexts/c/interrupt", R_CONTEXT_INTERRUPT, "s", "c" },
+		{ "POST", "/v1/containers", R_CONTAINERS_CREATE, "", "" },
+		{ "GET", "/v1/containers", R_CONTAINERS_LIST, "", "" },
+		{ "GET", "/v1/containers/sb-9", R_CONTAINER_GET, "sb-9", "" },
+		{ "DELETE", "/v1/containers/sb-9", R_CONTAINER_DELETE, "sb-9", "" },
+		{ "POST", "/v1/containers/sb-9/files", R_CFILES_CREATE, "sb-9", "" },
+		{ "GET", "/v1/containers/sb-9/files", R_CFILES_LIST, "sb-9", "" },
+		{ "GET", "/v1/containers/sb-9/files/cf-1", R_CFILE_GET, "sb-9", "cf-1" },
+		{ "DELETE", "/v1/containers/sb-9/files/cf-1", R_CFILE_DELETE, "sb-9", "cf-1" },
+		{ "GET", "/v1/containers/sb-9/files/cf-1/content", R_CFILE_CONTENT, "sb-9", "cf-1" },
+	};
+	static const char *const bad[] = {
+		"/v1/containers/sb-9/files/", "/v1/containers/sb-9/files//content",
+		"/v1/containers/sb-9/files/CF/content", "/v1/containers/sb-9/files/a/b/content",
+		"/v1/sandboxes/s/contexts/c/nope", "/v1/sandboxes/s/contexts/../restart",
+	};
+	struct route_match m;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		assert_int_equal(router_match(ok[i].method, ok[i].path, &m), 200);
+		assert_int_equal(m.route, ok[i].route);
+		assert_string_equal(m.id, ok[i].id);
+		assert_string_equal(m.sub, ok[i].sub);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(router_match("GET", bad[i], &m), 404);
+	assert_int_equal(router_match("PUT", "/v1/containers/sb-9/files/cf-1", &m), 405);
+	assert_string_equal(m.allow, "GET, DELETE");
 }
 
 static void test_wrong_method_is_405(void **state)
@@ -168,6 +213,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_pid_segment),
 		cmocka_unit_test(test_routes),
+		cmocka_unit_test(test_second_id),
 		cmocka_unit_test(test_wrong_method_is_405),
 		cmocka_unit_test(test_template_names_reach_their_handler),
 		cmocka_unit_test(test_unknown_and_hostile_paths_are_404),
