@@ -101,7 +101,8 @@ static void usage(void)
 		"       kiln exec --background ...   prints the PID; kiln attach PID resumes output\n"
 		"       kiln code ...   run code in a context (kiln code --help)\n"
 		"       kiln sandbox create|ls|rm|pause|resume ...   through kilnd (kiln sandbox)\n"
-		"       kiln template ls|build|warm|unwarm ...   kilnd's templates (kiln template)\n");
+		"       kiln template ls|build|warm|unwarm ...   kilnd's templates (kiln template)\n"
+		"       kiln usage [--json]   this agent's usage and cost, through kilnd\n");
 	exit(EXIT_KILN);
 }
 
@@ -679,5 +680,7 @@ int main(int argc, char **argv)
 		return cmd_sandbox(argc, argv);
 	if (!strcmp(cmd, "template"))
 		return cmd_template(argc, argv);
+	if (!strcmp(cmd, "usage"))
+		return cmd_usage(argc, argv);
 	return cmd_guest(cmd, argc, argv);
 }

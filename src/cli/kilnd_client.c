@@ -6,10 +6,12 @@
 #include "kilnd_client.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -133,5 +135,207 @@ int kilnd_request(const char *sock, const char *key, const char *method, const c
 out:
 	free(head);
 	close(fd);
+	return status;
+}
+
+/* ---- files: bodies streamed, never held whole ---- */
+
+int kilnd_upload(const char *sock, const char *key, const char *path, int src, json_t **out,
+		 char *err, size_t errlen)
+{
+	char head[512], buf[65536], *answer, *payload;
+	size_t alen;
+	int fd, n, status = -1;
+
+	*out = NULL;
+	fd = connect_unix(sock, err, errlen);
+	if (fd < 0)
+		return -1;
+	/* Chunked: a pipe has no size up front, and kilnd takes either. */
+	n = snprintf(head, sizeof(head), "PUT %s HTTP/1.1\r\nHost: kilnd\r\nConnection: close\r\n"
+		     "Authorization: Bearer %s\r\nContent-Type: application/octet-stream\r\n"
+		     "Transfer-Encoding: chunked\r\n\r\n", path, key ? key : "");
+	if (n >= (int)sizeof(head) || write_all(fd, head, n))
+		goto sendfail;
+	for (;;) {
+		ssize_t r = read(src, buf, sizeof(buf));
+		char size[32];
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			snprintf(err, errlen, "reading the local file: %s", strerror(errno));
+			goto out;
+		}
+		n = snprintf(size, sizeof(size), "%zx\r\n", (size_t)r);
+		if (write_all(fd, size, n) || write_all(fd, buf, r) || write_all(fd, "\r\n", 2))
+			goto sendfail;
+		if (r == 0)
+			break;		/* the zero-length chunk ends the body */
+	}
+	answer = read_all(fd, &alen);
+	if (!answer || sscanf(answer, "HTTP/1.%*d %d", &status) != 1 ||
+	    !(payload = strstr(answer, "\r\n\r\n"))) {
+		snprintf(err, errlen, "kilnd sent no valid HTTP answer");
+		status = -1;
+	} else {
+		*out = json_loads(payload + 4, 0, NULL);
+	}
+	free(answer);
+	goto out;
+sendfail:
+	snprintf(err, errlen, "cannot send to kilnd: %s", strerror(errno));
+out:
+	close(fd);
+	return status;
+}
+
+/* A buffered reader over the socket, for the head and a chunked body. */
+struct reader {
+	int fd;
+	size_t off, len;
+	char buf[65536];
+};
+
+static int fill(struct reader *r)
+{
+	ssize_t n;
+
+	if (r->off == r->len)
+		r->off = r->len = 0;
+	do
+		n = read(r->fd, r->buf + r->len, sizeof(r->buf) - r->len);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0)
+		return -1;
+	r->len += n;
+	return 0;
+}
+
+/* One line, without its CRLF.  0, or -1 at EOF or when it does not fit. */
+static int get_line(struct reader *r, char *line, size_t cap)
+{
+	size_t n = 0;
+
+	for (;;) {
+		while (r->off < r->len) {
+			char c = r->buf[r->off++];
+
+			if (c == '\n') {
+				line[n && line[n - 1] == '\r' ? n - 1 : n] = 0;
+				return 0;
+			}
+			if (n + 1 == cap)
+				return -1;
+			line[n++] = c;
+		}
+		if (fill(r))
+			return -1;
+	}
+}
+
+/* Copy n bytes (or, with n == UINT64_MAX, everything until EOF) to dst. */
+static int copy_n(struct reader *r, uint64_t n, int dst)
+{
+	while (n) {
+		size_t take;
+
+		if (r->off == r->len && fill(r))
+			return n == UINT64_MAX ? 0 : -1;
+		take = r->len - r->off < n ? r->len - r->off : n;
+		if (write_all(dst, r->buf + r->off, take))
+			return -1;
+		r->off += take;
+		if (n != UINT64_MAX)
+			n -= take;
+	}
+	return 0;
+}
+
+static int copy_chunked(struct reader *r, int dst)
+{
+	char line[128];
+
+	for (;;) {
+		char *end;
+		unsigned long long n;
+
+		if (get_line(r, line, sizeof(line)))
+			return -1;
+		n = strtoull(line, &end, 16);
+		if (end == line)
+			return -1;
+		if (n == 0)
+			return 0;
+		if (copy_n(r, n, dst) || get_line(r, line, sizeof(line)) || line[0])
+			return -1;
+	}
+}
+
+int kilnd_download(const char *sock, const char *key, const char *path, int dst,
+		   json_t **out, char *err, size_t errlen)
+{
+	struct reader *r = calloc(1, sizeof(*r));
+	char head[512], line[1024];
+	bool chunked = false;
+	uint64_t length = UINT64_MAX;
+	int n, status = -1;
+
+	*out = NULL;
+	if (!r) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	r->fd = connect_unix(sock, err, errlen);
+	if (r->fd < 0) {
+		free(r);
+		return -1;
+	}
+	n = snprintf(head, sizeof(head), "GET %s HTTP/1.1\r\nHost: kilnd\r\nConnection: close\r\n"
+		     "Authorization: Bearer %s\r\n\r\n", path, key ? key : "");
+	if (n >= (int)sizeof(head) || write_all(r->fd, head, n) || get_line(r, line, sizeof(line)) ||
+	    sscanf(line, "HTTP/1.%*d %d", &status) != 1) {
+		snprintf(err, errlen, "kilnd sent no valid HTTP answer");
+		status = -1;
+		goto out;
+	}
+	for (;;) {
+		if (get_line(r, line, sizeof(line))) {
+			snprintf(err, errlen, "kilnd's answer ended in its headers");
+			status = -1;
+			goto out;
+		}
+		if (!line[0])
+			break;
+		if (!strncasecmp(line, "Transfer-Encoding:", 18) && strcasestr(line, "chunked"))
+			chunked = true;
+		if (!strncasecmp(line, "Content-Length:", 15))
+			length = strtoull(line + 15, NULL, 10);
+	}
+	if (status != 200) {
+		/* An error: kilnd's JSON, small. */
+		char tmp[4096];
+		size_t got = 0;
+
+		while (got < sizeof(tmp) - 1 && (r->off < r->len || !fill(r))) {
+			size_t take = r->len - r->off;
+
+			if (take > sizeof(tmp) - 1 - got)
+				take = sizeof(tmp) - 1 - got;
+			memcpy(tmp + got, r->buf + r->off, take);
+			r->off += take;
+			got += take;
+		}
+		tmp[got] = 0;
+		*out = json_loads(tmp, 0, NULL);
+		goto out;
+	}
+	if (chunked ? copy_chunked(r, dst) : copy_n(r, length, dst)) {
+		snprintf(err, errlen, "the download broke off, or the local file cannot be written");
+		status = -1;
+	}
+out:
+	close(r->fd);
+	free(r);
 	return status;
 }

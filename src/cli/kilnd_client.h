@@ -15,4 +15,14 @@
 int kilnd_request(const char *sock, const char *key, const char *method, const char *path,
 		  const char *body, json_t **out, char *err, size_t errlen);
 
+/*
+ * Files, streamed: upload the bytes of src with PUT path (chunked), or download GET path into
+ * dst.  The HTTP status, with kilnd's JSON answer (or error) in *out when it sent one; -1 with
+ * err when kilnd could not be reached, broke off, or a local read or write failed.
+ */
+int kilnd_upload(const char *sock, const char *key, const char *path, int src, json_t **out,
+		 char *err, size_t errlen);
+int kilnd_download(const char *sock, const char *key, const char *path, int dst,
+		   json_t **out, char *err, size_t errlen);
+
 #endif

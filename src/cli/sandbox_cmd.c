@@ -5,6 +5,9 @@
  *                       [--on-timeout kill|pause] [--metadata K=V]...
  *   kiln sandbox ls [--state STATE] [--metadata K=V]...
  *   kiln sandbox rm|pause|resume ID...
+ *   kiln sandbox exec [-e K=V]... [--timeout SEC] ID -- CMD [ARGS...]
+ *   kiln sandbox cp ID:PATH LOCAL | LOCAL ID:PATH
+ *   kiln usage
  *
  * Common options: --kilnd SOCK (else $KILN_SOCKET, else /run/kiln/kilnd.sock), --key KEY
  * (else $KILN_API_KEY), --json (print kilnd's answers as they are).  Tables otherwise.
@@ -12,12 +15,15 @@
  */
 #include "sandbox_cmd.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kilnd_client.h"
 
@@ -38,6 +44,9 @@ static void sb_usage(void)
 		"                           [--metadata K=V]...\n"
 		"       kiln sandbox ls [--state STATE] [--metadata K=V]...\n"
 		"       kiln sandbox rm|pause|resume ID...\n"
+		"       kiln sandbox exec [-e K=V]... [--timeout SEC] ID -- CMD [ARGS...]\n"
+		"       kiln sandbox cp ID:PATH LOCAL | LOCAL ID:PATH   (- is stdin/stdout)\n"
+		"       kiln usage   this agent's usage and cost, per sandbox\n"
 		"       (each with [--kilnd SOCK] [--key KEY] [--json]; KILN_SOCKET, KILN_API_KEY)\n");
 	exit(EXIT_KILN);
 }
@@ -294,6 +303,197 @@ static int sb_each(const struct sb_opts *o, const char *verb, char **ids, int n)
 	return 0;
 }
 
+static bool id_ok(const char *id)
+{
+	return *id && strlen(id) <= 63 && !strpbrk(id, "/?%#");
+}
+
+/* Output of a command as kilnd gives it: text, or base64 when it was not UTF-8. */
+static void put_output(json_t *res, const char *name, FILE *f)
+{
+	char key[32];
+	const char *data = json_string_value(json_object_get(res, name));
+
+	snprintf(key, sizeof(key), "%s_encoding", name);
+	if (!data)
+		return;
+	if (strcmp(str(res, key), "base64")) {
+		fputs(data, f);
+		return;
+	}
+	/* Decode base64 by hand: four characters, three bytes. */
+	static const char b64[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	unsigned v = 0, bits = 0;
+
+	for (; *data && *data != '='; data++) {
+		const char *at = strchr(b64, *data);
+
+		if (!at)
+			continue;
+		v = v << 6 | (unsigned)(at - b64);
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			fputc((v >> bits) & 0xff, f);
+		}
+	}
+}
+
+/* kiln sandbox exec ID -- CMD...: kilnd's /exec; the command's exit status is ours. */
+static int sb_exec(const struct sb_opts *o, char **args, int n)
+{
+	json_t *body = json_object(), *cmd = json_array(), *res;
+	char path[160];
+	int i, code;
+
+	if (n < 3 || !id_ok(args[0]) || strcmp(args[1], "--"))
+		sb_usage();
+	for (i = 2; i < n; i++)
+		json_array_append_new(cmd, json_string(args[i]));
+	json_object_set_new(body, "cmd", cmd);
+	if (json_object_size(o->env))
+		json_object_set(body, "env", o->env);
+	if (o->timeout)
+		json_object_set_new(body, "timeout_s", json_integer(o->timeout));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/exec", args[0]);
+	res = call(o, "POST", path, body);
+	json_decref(body);
+	if (o->json) {
+		print_json(res);
+	} else {
+		put_output(res, "stdout", stdout);
+		put_output(res, "stderr", stderr);
+	}
+	/* As a shell reports it: 124 on timeout, 128+N when killed by signal N. */
+	if (json_is_true(json_object_get(res, "timed_out")))
+		code = 124;
+	else if (json_integer_value(json_object_get(res, "signal")))
+		code = 128 + (int)json_integer_value(json_object_get(res, "signal"));
+	else
+		code = (int)json_integer_value(json_object_get(res, "exit_code"));
+	json_decref(res);
+	return code;
+}
+
+/* "ID:PATH" into id and the percent-encoded ?path= query; false if arg is local. */
+static bool remote_path(const char *arg, char *id, size_t idlen, char *query, size_t qlen)
+{
+	const char *colon = strchr(arg, ':');
+	char *q = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	if (!colon || colon == arg || (size_t)(colon - arg) >= idlen || colon[1] != '/')
+		return false;
+	snprintf(id, idlen, "%.*s", (int)(colon - arg), arg);
+	if (!id_ok(id))
+		return false;
+	f = open_memstream(&q, &len);
+	if (!f)
+		exit(EXIT_KILN);
+	put_encoded(f, colon + 1);
+	fclose(f);
+	snprintf(query, qlen, "%s", q);
+	free(q);
+	return strlen(query) + 1 < qlen;
+}
+
+static int transfer_failed(int status, json_t *out, const char *err)
+{
+	json_t *e = json_object_get(out, "error");
+
+	if (status < 0)
+		fprintf(stderr, "kiln: %s\n", err);
+	else
+		fprintf(stderr, "kiln: %s (HTTP %d): %s\n",
+			json_string_value(json_object_get(e, "code")) ?: "error", status,
+			json_string_value(json_object_get(e, "message")) ?: "no JSON answer");
+	json_decref(out);
+	return EXIT_KILN;
+}
+
+/* kiln sandbox cp ID:PATH LOCAL | LOCAL ID:PATH, streamed either way ("-": stdin/stdout). */
+static int sb_cp(const struct sb_opts *o, char **args, int n)
+{
+	char id[64], query[8192], path[8400], err[512];
+	json_t *out = NULL;
+	int status, fd;
+
+	if (n != 2)
+		sb_usage();
+	if (remote_path(args[0], id, sizeof(id), query, sizeof(query)) &&
+	    !strchr(args[1], ':')) {
+		fd = strcmp(args[1], "-") ? open(args[1], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+						 0644) : 1;
+		if (fd < 0) {
+			fprintf(stderr, "kiln: %s: %s\n", args[1], strerror(errno));
+			return EXIT_KILN;
+		}
+		snprintf(path, sizeof(path), "/v1/sandboxes/%s/files?path=%s", id, query);
+		status = kilnd_download(o->sock, o->key, path, fd, &out, err, sizeof(err));
+		if (fd != 1)
+			close(fd);
+		if (status != 200) {
+			if (fd != 1)
+				unlink(args[1]);
+			return transfer_failed(status, out, err);
+		}
+	} else if (remote_path(args[1], id, sizeof(id), query, sizeof(query))) {
+		fd = strcmp(args[0], "-") ? open(args[0], O_RDONLY | O_CLOEXEC) : 0;
+		if (fd < 0) {
+			fprintf(stderr, "kiln: %s: %s\n", args[0], strerror(errno));
+			return EXIT_KILN;
+		}
+		snprintf(path, sizeof(path), "/v1/sandboxes/%s/files?path=%s", id, query);
+		status = kilnd_upload(o->sock, o->key, path, fd, &out, err, sizeof(err));
+		if (fd != 0)
+			close(fd);
+		if (status < 200 || status >= 300)
+			return transfer_failed(status, out, err);
+		if (o->json)
+			print_json(out);
+	} else {
+		fprintf(stderr, "kiln: sandbox cp: one side must be ID:/absolute/path, the other "
+			"local\n");
+		return EXIT_KILN;
+	}
+	json_decref(out);
+	return 0;
+}
+
+/* kiln usage: the agent's totals and each sandbox's share. */
+int cmd_usage(int argc, char **argv)
+{
+	struct sb_opts o;
+	json_t *u, *sb;
+	size_t i;
+
+	if (sb_parse(argc, argv, &o) != argc)
+		sb_usage();
+	u = call(&o, "GET", "/v1/usage", NULL);
+	if (o.json) {
+		print_json(u);
+	} else {
+		printf("%-22s %10s %12s %12s %12s\n", "SANDBOX", "RUN_S", "VCPU_S", "MEM_GIB_S",
+		       "COST_MICRO");
+		json_array_foreach(json_object_get(u, "sandboxes"), i, sb)
+			printf("%-22s %10.0f %12.1f %12.1f %12lld\n", str(sb, "id"),
+			       json_number_value(json_object_get(sb, "run_seconds")),
+			       json_number_value(json_object_get(sb, "vcpu_seconds")),
+			       json_number_value(json_object_get(sb, "memory_gib_seconds")),
+			       json_integer_value(json_object_get(sb, "cost_micro")));
+		printf("%-22s %10s %12.1f %12.1f %12lld\n", "total", "",
+		       json_number_value(json_object_get(u, "vcpu_seconds")),
+		       json_number_value(json_object_get(u, "memory_gib_seconds")),
+		       json_integer_value(json_object_get(u, "cost_micro")));
+	}
+	json_decref(u);
+	json_decref(o.env);
+	json_decref(o.metadata);
+	return 0;
+}
+
 int cmd_sandbox(int argc, char **argv)
 {
 	struct sb_opts o;
@@ -311,6 +511,10 @@ int cmd_sandbox(int argc, char **argv)
 		ret = sb_ls(&o);
 	else if (!strcmp(sub, "rm") || !strcmp(sub, "pause") || !strcmp(sub, "resume"))
 		ret = sb_each(&o, sub, argv + i, argc - i);
+	else if (!strcmp(sub, "exec"))
+		ret = sb_exec(&o, argv + i, argc - i);
+	else if (!strcmp(sub, "cp"))
+		ret = sb_cp(&o, argv + i, argc - i);
 	else
 		sb_usage();
 	json_decref(o.env);

@@ -302,6 +302,24 @@ def test_cli_sandbox_commands(kilnd):
     assert json.loads(kiln("pause", "--json", sid))["state"] == "paused"
     assert json.loads(kiln("ls", "--json", "--state", "paused"))[0]["id"] == sid
     assert sid in kiln("resume", sid) and "running" in kiln("ls")
+    # exec and cp through kilnd: the command's status is kiln's, files stream both ways.
+    assert kiln("exec", "-e", "X=y", sid, "--", "sh", "-c", "echo $A$X; echo err >&2") == "by\n"
+    r = subprocess.run([str(ROOT / "build" / "kiln"), "sandbox", "exec", sid, "--", "sh", "-c",
+                        "exit 7"], env=env, capture_output=True, timeout=120)
+    assert r.returncode == 7
+    blob = os.urandom(300000)
+    src, back = kilnd.tmp / "cli-blob", kilnd.tmp / "cli-blob.back"
+    src.write_bytes(blob)
+    kiln("cp", str(src), f"{sid}:/root/blob bin")
+    assert kiln("exec", sid, "--", "sh", "-c", "wc -c < '/root/blob bin'").strip() == "300000"
+    kiln("cp", f"{sid}:/root/blob bin", str(back))
+    assert back.read_bytes() == blob
+    r = subprocess.run([str(ROOT / "build" / "kiln"), "sandbox", "cp", f"{sid}:/no/such",
+                        str(back)], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 125 and "file_not_found" in r.stderr and not back.exists()
+    usage = subprocess.run([str(ROOT / "build" / "kiln"), "usage"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 0 and sid in usage.stdout and "total" in usage.stdout
     assert "deleted" in kiln("rm", sid)
     r = subprocess.run([str(ROOT / "build" / "kiln"), "sandbox", "rm", sid], env=env,
                        capture_output=True, text=True, timeout=60)
