@@ -216,6 +216,9 @@ static void put_services(struct rbuf *b)
 {
 	put(b,
 	    "\tchain services_in {\n"
+	    /* Only the guest's own address: a spoofed source would have the services' replies
+	     * leave the namespace as forged packets. */
+	    "\t\tiifname \"" NETNS_TAP "\" ip saddr != " NETNS_GUEST " drop\n"
 	    "\t\tiifname \"" NETNS_TAP "\" ip daddr " NETNS_GATEWAY " udp dport %d accept\n"
 	    "\t\tiifname \"" NETNS_TAP "\" ip daddr " NETNS_GATEWAY " tcp dport { %d, %d, %d } "
 	    "accept\n"
@@ -227,10 +230,10 @@ static void put_redirects(struct rbuf *b)
 	put(b,
 	    "\tchain pre {\n"
 	    "\t\ttype nat hook prerouting priority dstnat;\n"
-	    "\t\tiifname \"" NETNS_TAP "\" udp dport 53 redirect to :%d\n"
-	    "\t\tiifname \"" NETNS_TAP "\" tcp dport 53 redirect to :%d\n"
-	    "\t\tiifname \"" NETNS_TAP "\" tcp dport 80 redirect to :%d\n"
-	    "\t\tiifname \"" NETNS_TAP "\" tcp dport 443 redirect to :%d\n"
+	    "\t\tiifname \"" NETNS_TAP "\" ip saddr " NETNS_GUEST " udp dport 53 redirect to :%d\n"
+	    "\t\tiifname \"" NETNS_TAP "\" ip saddr " NETNS_GUEST " tcp dport 53 redirect to :%d\n"
+	    "\t\tiifname \"" NETNS_TAP "\" ip saddr " NETNS_GUEST " tcp dport 80 redirect to :%d\n"
+	    "\t\tiifname \"" NETNS_TAP "\" ip saddr " NETNS_GUEST " tcp dport 443 redirect to :%d\n"
 	    "\t}\n", NETNS_DNS_PORT, NETNS_DNS_PORT, NETNS_HTTP_PORT, NETNS_TLS_PORT);
 }
 

@@ -262,35 +262,76 @@ static bool any_cidr(const struct egress_cidr *cs, unsigned n, const struct dns_
 }
 
 /* Addresses that are not the public internet: the host's side, other sandboxes, metadata. */
-static const char *const special_v4[] = {
+static const char *const special_ranges[] = {
 	"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
 	"172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15",
 	"198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+	"::/128", "::1/128", "fe80::/10", "fc00::/7", "ff00::/8",
 };
 
-static bool special(const struct dns_addr *a)
+/* An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is its IPv4 address: rules for the one must
+ * hold for the other. */
+static struct dns_addr canonical(const struct dns_addr *a)
 {
-	struct egress_cidr c;
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	struct dns_addr c = *a;
 
-	if (a->family != AF_INET)
-		return true;		/* no IPv6 route unless an allow-cidr says so */
-	for (size_t i = 0; i < sizeof(special_v4) / sizeof(special_v4[0]); i++)
-		if (!egress_parse_cidr(special_v4[i], &c) && in_cidr(&c, a))
+	if (a->family == AF_INET6 && !memcmp(a->bytes, mapped, 12)) {
+		memset(&c, 0, sizeof(c));
+		c.family = AF_INET;
+		memcpy(c.bytes, a->bytes + 12, 4);
+	}
+	return c;
+}
+
+/* The special range a lies in, or NULL. */
+static bool special_range(const struct dns_addr *a, struct egress_cidr *range)
+{
+	for (size_t i = 0; i < sizeof(special_ranges) / sizeof(special_ranges[0]); i++)
+		if (!egress_parse_cidr(special_ranges[i], range) && in_cidr(range, a))
 			return true;
 	return false;
 }
 
-bool egress_addr_allowed(const struct egress_policy *p, const struct dns_addr *a)
+/*
+ * Whether an allow-cidr lets a through.  For a special address the allow-cidr must lie inside
+ * its special range: "allow-cidr 0.0.0.0/0" or "::/0" means the internet, never the host's
+ * loopback or the metadata address, while "allow-cidr 10.1.0.0/16" does open that network.
+ */
+static bool allowed_by_cidr(const struct egress_policy *p, const struct dns_addr *a)
 {
-	if (any_cidr(p->deny_cidr, p->ndeny_cidr, a))
-		return false;
-	if (any_cidr(p->allow_cidr, p->nallow_cidr, a))
-		return true;
-	return !special(a);
+	struct egress_cidr range;
+	bool is_special = special_range(a, &range);
+
+	for (unsigned i = 0; i < p->nallow_cidr; i++) {
+		const struct egress_cidr *c = &p->allow_cidr[i];
+		struct dns_addr net = { .family = c->family };
+
+		if (!in_cidr(c, a))
+			continue;
+		memcpy(net.bytes, c->addr, sizeof(net.bytes));
+		if (!is_special || (c->len >= range.len && in_cidr(&range, &net)))
+			return true;
+	}
+	return false;
 }
 
-bool egress_addr_listed(const struct egress_policy *p, const struct dns_addr *a)
+bool egress_addr_allowed(const struct egress_policy *p, const struct dns_addr *addr)
 {
-	return !any_cidr(p->deny_cidr, p->ndeny_cidr, a) &&
-	       any_cidr(p->allow_cidr, p->nallow_cidr, a);
+	struct dns_addr a = canonical(addr);
+	struct egress_cidr range;
+
+	if (any_cidr(p->deny_cidr, p->ndeny_cidr, &a))
+		return false;
+	if (allowed_by_cidr(p, &a))
+		return true;
+	/* No IPv6 route unless an allow-cidr says so. */
+	return a.family == AF_INET && !special_range(&a, &range);
+}
+
+bool egress_addr_listed(const struct egress_policy *p, const struct dns_addr *addr)
+{
+	struct dns_addr a = canonical(addr);
+
+	return !any_cidr(p->deny_cidr, p->ndeny_cidr, &a) && allowed_by_cidr(p, &a);
 }

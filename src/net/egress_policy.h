@@ -15,8 +15,9 @@
  * The DNS policy resolver asks egress_name_verdict() for each query and egress_addr_allowed()
  * for each address it would answer with: a public address of an allowed name passes, but an
  * allowed name resolving to a private, loopback or link-local address (DNS rebinding onto the
- * host's side) does not, unless an allow-cidr names it.  IPv6 addresses pass only by
- * allow-cidr: sandboxes have no IPv6 route by default.
+ * host's side) does not, unless an allow-cidr lying inside that range names it (0.0.0.0/0 is
+ * the internet, never 127.0.0.1).  IPv6 addresses pass only by allow-cidr: sandboxes have no
+ * IPv6 route by default.  An IPv4-mapped IPv6 address is judged as its IPv4 address.
  */
 #ifndef KILN_EGRESS_POLICY_H
 #define KILN_EGRESS_POLICY_H

@@ -102,6 +102,25 @@ static void log_query(struct server *s, const char *name, uint16_t qtype, const 
 	pthread_mutex_unlock(&s->log_lock);
 }
 
+/* A refused query: the first of each second is logged, with how many the last second
+ * refused besides (only the main thread calls this). */
+static void log_refused(struct server *s, const char *name, uint16_t qtype)
+{
+	static time_t last;
+	static unsigned long dropped;
+	char verdict[64];
+	time_t now = time(NULL);
+
+	if (now == last) {
+		dropped++;
+		return;
+	}
+	snprintf(verdict, sizeof(verdict), "rate-limited (+%lu more)", dropped);
+	log_query(s, name, qtype, dropped ? verdict : "rate-limited", NULL, 0);
+	last = now;
+	dropped = 0;
+}
+
 static void reply(struct server *s, const void *buf, size_t len,
 		  const struct sockaddr_storage *peer, socklen_t peerlen)
 {
@@ -223,15 +242,22 @@ static void handle(struct server *s, const uint8_t *msg, size_t len,
 	enum egress_verdict v;
 	int rcode;
 
-	if (dns_parse_query(msg, len, &q, &rcode)) {
+	int bad = dns_parse_query(msg, len, &q, &rcode);
+
+	/* Every datagram counts against the rate, garbage too, before anything is logged: a
+	 * flood must not fill the host's disk with log lines.  What the limit refuses is
+	 * logged as one line per second with its count. */
+	if (!rate_ok(s)) {
+		log_refused(s, bad ? NULL : q.name, bad ? 0 : q.qtype);
+		if (!bad)
+			reply(s, out, dns_build_answer(&q, DNS_REFUSED, NULL, 0, 0, out), peer,
+			      peerlen);
+		return;
+	}
+	if (bad) {
 		log_query(s, NULL, 0, "malformed", NULL, 0);
 		if (rcode >= 0 && len >= 4)
 			reply(s, out, dns_build_error(q.id, q.flags, rcode, out), peer, peerlen);
-		return;
-	}
-	if (!rate_ok(s)) {
-		log_query(s, q.name, q.qtype, "rate-limited", NULL, 0);
-		reply(s, out, dns_build_answer(&q, DNS_REFUSED, NULL, 0, 0, out), peer, peerlen);
 		return;
 	}
 	pthread_rwlock_rdlock(&s->policy_lock);

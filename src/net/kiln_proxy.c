@@ -308,22 +308,39 @@ fail:
 	return -1;
 }
 
-/* Whether the current policy still allows what c connected to. */
-static bool still_allowed(struct conn *c)
+/* Whether the current policy still allows what c connected to; policy_lock held. */
+static bool still_allowed_locked(struct conn *c)
 {
 	struct proxy *px = c->px;
 	const struct egress_rewrite *rw;
 	struct dns_addr lit;
+
+	if (sniff_ip_literal(c->want.name, &lit))
+		return egress_addr_listed(px->policy, &c->addr);
+	return egress_name_verdict(px->policy, c->want.name, &rw) != EGRESS_DENY &&
+	       egress_addr_allowed(px->policy, &c->addr);
+}
+
+static bool still_allowed(struct conn *c)
+{
 	bool ok;
 
-	pthread_rwlock_rdlock(&px->policy_lock);
-	if (sniff_ip_literal(c->want.name, &lit))
-		ok = egress_addr_listed(px->policy, &c->addr);
-	else
-		ok = egress_name_verdict(px->policy, c->want.name, &rw) != EGRESS_DENY &&
-		     egress_addr_allowed(px->policy, &c->addr);
-	pthread_rwlock_unlock(&px->policy_lock);
+	pthread_rwlock_rdlock(&c->px->policy_lock);
+	ok = still_allowed_locked(c);
+	pthread_rwlock_unlock(&c->px->policy_lock);
 	return ok;
+}
+
+/* Methods a credential may go out with: not TRACE (it echoes the header back), not CONNECT. */
+static bool allowed_method(const char *req)
+{
+	static const char *const ok[] = { "GET ", "HEAD ", "POST ", "PUT ", "PATCH ", "DELETE ",
+					  "OPTIONS " };
+
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+		if (!strncmp(req, ok[i], strlen(ok[i])))
+			return true;
+	return false;
 }
 
 static bool check_still_allowed(void *c)
@@ -514,7 +531,18 @@ static const char *forward_header(struct conn *c, SSL *u, char *in, size_t hdr, 
 		free(out);
 		return "Host differs from the TLS server name";
 	}
+	/* Origin form only: an absolute target could route the request to another host. */
+	if (!allowed_method(in) || in[strcspn(in, " ") + 1] != '/') {
+		free(out);
+		return "only GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS with a path are injected";
+	}
 	pthread_rwlock_rdlock(&px->policy_lock);
+	/* The policy may have changed since the connection was let through. */
+	if (!still_allowed_locked(c)) {
+		pthread_rwlock_unlock(&px->policy_lock);
+		free(out);
+		return "the policy no longer allows this host";
+	}
 	len = secrets_rewrite(px->secrets, c->want.name, in, hdr, out, cap - 64, &alert);
 	if (len < 0 && alert) {
 		*verdict = "alert";

@@ -208,8 +208,18 @@ enum sniff_result sniff_http(const uint8_t *buf, size_t len, struct sniffed *out
 	head_end = memmem_str(buf, len, "\r\n\r\n");
 	if (!head_end)
 		return len >= SNIFF_MAX ? bad(out, "request header too large") : SNIFF_NEED_MORE;
-	if (memchr(s, 0, head_end - s))
-		return bad(out, "NUL in the request header");
+	/* Line ends are CRLF and nothing else, and no control bytes: an upstream that takes a bare
+	 * LF as a line end would otherwise see other headers (and a body) than we checked. */
+	for (const char *q = s; q < head_end + 2; q++) {
+		unsigned char c = *q;
+
+		if (c == '\n' && (q == s || q[-1] != '\r'))
+			return bad(out, "bare LF in the request header");
+		if (c == '\r' && q[1] != '\n')
+			return bad(out, "bare CR in the request header");
+		if ((c < 0x20 && c != '\t' && c != '\r' && c != '\n') || c == 0x7f)
+			return bad(out, "control byte in the request header");
+	}
 	eol = memmem_str(buf, head_end + 2 - s, "\r\n");
 	sp1 = memchr(s, ' ', eol - s);
 	sp2 = sp1 ? memchr(sp1 + 1, ' ', eol - sp1 - 1) : NULL;
@@ -220,8 +230,15 @@ enum sniff_result sniff_http(const uint8_t *buf, size_t len, struct sniffed *out
 			return bad(out, "not an HTTP/1.x request");
 	if (sp1 - s == 7 && !strncmp(s, "CONNECT", 7))
 		return bad(out, "CONNECT is not proxied");
-	if (sp2 - sp1 - 1 > 7 && !strncasecmp(sp1 + 1, "http://", 7)) {
-		const char *auth = sp1 + 8, *slash = memchr(auth, '/', sp2 - auth);
+	/* Origin form, "*" (OPTIONS), or an absolute http(s) URL whose host must be Host's: a
+	 * server routes by the target, so any other scheme or form could name another host. */
+	size_t skip = sp2 - sp1 - 1 > 7 && !strncasecmp(sp1 + 1, "http://", 7) ? 7 :
+		      sp2 - sp1 - 1 > 8 && !strncasecmp(sp1 + 1, "https://", 8) ? 8 : 0;
+
+	if (!skip && sp1[1] != '/' && !(sp2 - sp1 == 2 && sp1[1] == '*'))
+		return bad(out, "request target is neither a path nor an http(s) URL");
+	if (skip) {
+		const char *auth = sp1 + 1 + skip, *slash = memchr(auth, '/', sp2 - auth);
 		size_t alen = (slash ? slash : sp2) - auth;
 
 		if (memchr(auth, '@', alen) || !authority_host(auth, alen, &target))
@@ -237,6 +254,9 @@ enum sniff_result sniff_http(const uint8_t *buf, size_t len, struct sniffed *out
 		colon = memchr(line, ':', eol - line);
 		if (!colon)
 			return bad(out, "header line without a colon");
+		for (const char *n = line; n < colon; n++)
+			if (*n <= ' ' || strchr("\"(),/:;<=>?@[\\]{}", *n))
+				return bad(out, "header name is not a token");
 		if (colon - line != 4 || strncasecmp(line, "host", 4))
 			continue;
 		if (have_host)

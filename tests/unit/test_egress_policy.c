@@ -168,6 +168,33 @@ static void cidr_lists_override_the_defaults(void **state)
 	free(p);
 }
 
+static void broad_cidrs_never_open_loopback_or_metadata(void **state)
+{
+	struct egress_policy *p = policy("allow-cidr 0.0.0.0/0\nallow-cidr ::/0\n"
+					 "deny-cidr 198.51.100.0/24\n");
+	const char *closed[] = { "127.0.0.1", "169.254.169.254", "10.1.2.3", "::1",
+				 "::ffff:127.0.0.1", "::ffff:169.254.169.254", "fe80::1",
+				 "::ffff:198.51.100.7" };
+	struct dns_addr a;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(closed) / sizeof(closed[0]); i++) {
+		a = addr(closed[i]);
+		assert_false(egress_addr_allowed(p, &a));
+		assert_false(egress_addr_listed(p, &a));
+	}
+	a = addr("93.184.216.34");
+	assert_true(egress_addr_listed(p, &a));
+	a = addr("2606:4700::1111");
+	assert_true(egress_addr_allowed(p, &a));
+	free(p);
+	/* Named specifically, the range opens, in both spellings. */
+	p = policy("allow-cidr 127.0.0.0/8\n");
+	a = addr("::ffff:127.0.0.1");
+	assert_true(egress_addr_listed(p, &a));
+	free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -177,6 +204,7 @@ int main(void)
 		cmocka_unit_test(cidrs_clear_host_bits),
 		cmocka_unit_test(answers_never_rebind_onto_the_hosts_side),
 		cmocka_unit_test(cidr_lists_override_the_defaults),
+		cmocka_unit_test(broad_cidrs_never_open_loopback_or_metadata),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

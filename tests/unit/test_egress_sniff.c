@@ -218,6 +218,21 @@ static void ambiguous_requests_are_refused(void **state)
 	assert_int_equal(http("CONNECT a.com:443 HTTP/1.1\r\nHost: a.com\r\n\r\n", &s), SNIFF_BAD);
 	assert_int_equal(http("GET / HTTP/1.0\r\n\r\n", &s), SNIFF_BAD);
 	assert_int_equal(http("\x16\x03\x01 junk\r\n\r\n", &s), SNIFF_BAD);
+	/* Line ends other than CRLF would let an upstream see other headers than we checked. */
+	assert_int_equal(http("GET / HTTP/1.1\r\nHost: a.com\r\nX: 1\n\nbody\r\n\r\n", &s),
+			 SNIFF_BAD);
+	assert_int_equal(http("GET / HTTP/1.1\r\nHost: a.com\rX: 1\r\n\r\n", &s), SNIFF_BAD);
+	assert_int_equal(http("GET / HTTP/1.1\r\nHost: a.com\r\nX: \x01\r\n\r\n", &s), SNIFF_BAD);
+	assert_int_equal(http("GET / HTTP/1.1\r\nHost : a.com\r\n\r\n", &s), SNIFF_BAD);
+	/* Targets: a path, *, or http(s) naming Host's host; nothing else. */
+	assert_int_equal(http("GET https://evil.com/ HTTP/1.1\r\nHost: good.com\r\n\r\n", &s),
+			 SNIFF_BAD);
+	assert_int_equal(http("GET ftp://good.com/ HTTP/1.1\r\nHost: good.com\r\n\r\n", &s),
+			 SNIFF_BAD);
+	assert_int_equal(http("GET good.com/x HTTP/1.1\r\nHost: good.com\r\n\r\n", &s), SNIFF_BAD);
+	assert_int_equal(http("OPTIONS * HTTP/1.1\r\nHost: good.com\r\n\r\n", &s), SNIFF_OK);
+	assert_int_equal(http("GET https://good.com/x HTTP/1.1\r\nHost: good.com\r\n\r\n", &s),
+			 SNIFF_OK);
 	memset(big, 'a', sizeof(big));
 	memcpy(big, "GET / HTTP/1.1\r\nX: ", 19);
 	assert_int_equal(sniff_http((uint8_t *)big, sizeof(big), &s), SNIFF_BAD);
