@@ -5,10 +5,8 @@ exceptions, timeouts and interrupts that leave the context's variables alone; tw
 apart; restart; output streamed while the cell still runs.
 
 One kilnd and one booted sandbox serve the module (imports are slow in the VM test host); the
-tests run in order and build on each other's state, as a user's requests would.  The last one
-warms the python template and checks that a clone's first cell runs in the warm context."""
+tests run in order and build on each other's state, as a user's requests would."""
 import base64
-import os
 import json
 import re
 import struct
@@ -217,24 +215,3 @@ def test_bad_requests_and_other_agents(kilnd, key, sb):
         error_of(kilnd.request(method, f"/v1/sandboxes/{sb}/{path}", body, key=mallory),
                  404, "not_found")
 
-
-def test_clone_of_the_warm_template_runs_its_first_cell_in_the_warm_context(kilnd, key):
-    # kiln warm in kilnd's cache: creates of the python template with this shape are clones
-    # whose warm context has numpy, pandas and pyplot imported already.
-    env = {**os.environ, "KILN_CACHE": str(kilnd.tmp / "cache")}
-    r = subprocess.run([str(ROOT / "build" / "kiln"), "warm", "--rootfs", str(IMAGE),
-                        "--cpus", "1", "--memory", "1024"], env=env, capture_output=True,
-                       timeout=SLOW)
-    assert r.returncode == 0, r.stderr
-    status, sb = kilnd.request("POST", "/v1/sandboxes", {"template": "python", "cpus": 1,
-                                                          "memory_mib": 1024}, key=key)
-    assert status == 201, (sb, kilnd.log_tail())
-    vm = kilnd.data / "sandboxes" / sb["id"]
-    pid = int((vm / "vmm.pid").read_text())
-    assert b"--restore" in open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-    warm = (vm / "context").read_text().strip()
-    r = run(kilnd, key, sb["id"], "(pd.__name__, np.__name__, plt.__name__)")
-    assert r["status"] == "ok", r
-    assert r["context_id"] == warm
-    assert r["value"] == "('pandas', 'numpy', 'matplotlib.pyplot')"
-    assert kilnd.request("DELETE", f"/v1/sandboxes/{sb['id']}", key=key)[0] == 200
