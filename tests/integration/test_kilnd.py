@@ -303,7 +303,7 @@ def test_cli_sandbox_commands(kilnd):
     assert json.loads(kiln("ls", "--json", "--state", "paused"))[0]["id"] == sid
     assert sid in kiln("resume", sid) and "running" in kiln("ls")
     # exec and cp through kilnd: the command's status is kiln's, files stream both ways.
-    assert kiln("exec", "-e", "X=y", sid, "--", "sh", "-c", "echo $A$X; echo err >&2") == "by\n"
+    assert kiln("exec", "-e", "X=y", sid, "--", "sh", "-c", "echo $X; echo err >&2") == "y\n"
     r = subprocess.run([str(ROOT / "build" / "kiln"), "sandbox", "exec", sid, "--", "sh", "-c",
                         "exit 7"], env=env, capture_output=True, timeout=120)
     assert r.returncode == 7
