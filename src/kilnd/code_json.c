@@ -7,56 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int only(json_t *obj, const char *const *allowed, struct api_error *e)
-{
-	const char *key;
-	json_t *v;
-
-	json_object_foreach(obj, key, v) {
-		const char *const *a = allowed;
-
-		while (*a && strcmp(*a, key))
-			a++;
-		if (!*a)
-			return api_fail(e, 400, "invalid_argument", key, "%.60s: unknown field", key);
-	}
-	return 0;
-}
-
-/* An optional string of 1..max bytes without NULs; NULL when absent or null. */
-static int opt_string(json_t *obj, const char *name, size_t max, const char **out,
-		      struct api_error *e)
-{
-	json_t *v = json_object_get(obj, name);
-
-	*out = NULL;
-	if (!v || json_is_null(v))
-		return 0;
-	if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > max ||
-	    strlen(json_string_value(v)) != json_string_length(v))
-		return api_fail(e, 400, "invalid_argument", name,
-				"%s: must be a string of 1 to %zu bytes", name, max);
-	*out = json_string_value(v);
-	return 0;
-}
-
-static int opt_uint(json_t *obj, const char *name, unsigned min, unsigned max, unsigned def,
-		    unsigned *out, struct api_error *e)
-{
-	json_t *v = json_object_get(obj, name);
-	json_int_t n;
-
-	*out = def;
-	if (!v || json_is_null(v))
-		return 0;
-	n = json_is_integer(v) ? json_integer_value(v) : -1;
-	if (!json_is_integer(v) || n < (json_int_t)min || n > (json_int_t)max)
-		return api_fail(e, 400, "invalid_argument", name,
-				"%s: must be an integer from %u to %u", name, min, max);
-	*out = (unsigned)n;
-	return 0;
-}
-
 bool context_id_ok(const char *s)
 {
 	if (!s || strlen(s) != CONTEXT_ID_LEN)
@@ -71,7 +21,7 @@ int parse_code(json_t *body, struct code_req *r, struct api_error *e)
 	const char *ctx;
 
 	memset(r, 0, sizeof(*r));
-	if (only(body, fields, e))
+	if (json_only_fields(body, fields, e))
 		return -1;
 	if (!json_is_string(code))
 		return api_fail(e, 400, "invalid_argument", "code", "code: a string is required");
@@ -82,13 +32,13 @@ int parse_code(json_t *body, struct code_req *r, struct api_error *e)
 	if (r->len > MAX_CODE_BYTES)
 		return api_fail(e, 400, "invalid_argument", "code", "code: at most %u bytes",
 				MAX_CODE_BYTES);
-	if (opt_string(body, "context_id", CONTEXT_ID_LEN, &ctx, e))
+	if (json_opt_string(body, "context_id", CONTEXT_ID_LEN, &ctx, e))
 		return -1;
 	if (ctx && !context_id_ok(ctx))
 		return api_fail(e, 400, "invalid_argument", "context_id",
 				"context_id: must be 16 lowercase hex digits");
 	snprintf(r->context_id, sizeof(r->context_id), "%s", ctx ? ctx : "");
-	if (opt_uint(body, "timeout", 1, MAX_CELL_TIMEOUT_S, DEFAULT_CELL_TIMEOUT_S,
+	if (json_opt_uint(body, "timeout", 1, MAX_CELL_TIMEOUT_S, DEFAULT_CELL_TIMEOUT_S,
 		     &r->timeout_s, e))
 		return -1;
 	if (stream && !json_is_null(stream) && !json_is_boolean(stream))
@@ -97,41 +47,15 @@ int parse_code(json_t *body, struct code_req *r, struct api_error *e)
 	return 0;
 }
 
-static bool env_name_ok(const char *s)
-{
-	if (!*s || (*s >= '0' && *s <= '9'))
-		return false;
-	for (; *s; s++)
-		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-		      (*s >= '0' && *s <= '9') || *s == '_'))
-			return false;
-	return true;
-}
-
+/* The request's "env" as "K=V" strings (NULL when absent). */
 static int get_env(json_t *body, char ***out, struct api_error *e)
 {
-	json_t *env = json_object_get(body, "env"), *v;
-	const char *k;
+	json_t *env;
 
 	*out = NULL;
-	if (!env || json_is_null(env))
-		return 0;
-	if (!json_is_object(env) || json_object_size(env) > MAX_ENV_VARS)
-		return api_fail(e, 400, "invalid_argument", "env",
-				"env: must be an object of at most %d NAME: \"value\" pairs",
-				MAX_ENV_VARS);
-	json_object_foreach(env, k, v) {
-		if (strlen(k) > 255 || !env_name_ok(k))
-			return api_fail(e, 400, "invalid_argument", "env",
-					"env: '%.60s' is not a variable name", k);
-		if (!json_is_string(v) || json_string_length(v) > MAX_STRING ||
-		    strlen(json_string_value(v)) != json_string_length(v))
-			return api_fail(e, 400, "invalid_argument", "env",
-					"env: %.60s: the value must be a string of at most %d bytes",
-					k, MAX_STRING);
-	}
-	*out = env_strv(env);
-	if (!*out)
+	if (json_opt_env(body, &env, e))
+		return -1;
+	if (env && !(*out = env_strv(env)))
 		return api_fail(e, 500, "internal", NULL, "out of memory");
 	return 0;
 }
@@ -141,8 +65,10 @@ int parse_context(json_t *body, struct context_req *r, struct api_error *e)
 	static const char *const fields[] = { "language", "cwd", "env", "user", NULL };
 
 	memset(r, 0, sizeof(*r));
-	if (only(body, fields, e) || opt_string(body, "language", 31, &r->language, e) ||
-	    opt_string(body, "cwd", 4095, &r->cwd, e) || opt_string(body, "user", 255, &r->user, e))
+	if (json_only_fields(body, fields, e) ||
+	    json_opt_string(body, "language", 31, &r->language, e) ||
+	    json_opt_string(body, "cwd", 4095, &r->cwd, e) ||
+	    json_opt_string(body, "user", 255, &r->user, e))
 		return -1;
 	if (r->cwd && r->cwd[0] != '/')
 		return api_fail(e, 400, "invalid_argument", "cwd", "cwd: must be an absolute path");
@@ -161,8 +87,9 @@ int parse_container(json_t *body, struct container_req *r, struct api_error *e)
 	size_t i;
 
 	memset(r, 0, sizeof(*r));
-	if (only(body, fields, e) || opt_string(body, "name", MAX_CONTAINER_NAME, &name, e) ||
-	    opt_string(body, "memory_limit", 7, &mem, e))
+	if (json_only_fields(body, fields, e) ||
+	    json_opt_string(body, "name", MAX_CONTAINER_NAME, &name, e) ||
+	    json_opt_string(body, "memory_limit", 7, &mem, e))
 		return -1;
 	if (!name)
 		return api_fail(e, 400, "invalid_argument", "name", "name: a string is required");
@@ -179,14 +106,14 @@ int parse_container(json_t *body, struct container_req *r, struct api_error *e)
 		if (!json_is_object(exp))
 			return api_fail(e, 400, "invalid_argument", "expires_after",
 					"expires_after: must be an object {anchor, minutes}");
-		if (only(exp, efields, e))
+		if (json_only_fields(exp, efields, e))
 			return api_fail(e, 400, "invalid_argument", "expires_after",
 					"expires_after: unknown field %s", e->field);
 		if (!json_is_string(anchor) || strcmp(json_string_value(anchor), "last_active_at"))
 			return api_fail(e, 400, "invalid_argument", "expires_after",
 					"expires_after.anchor: must be \"last_active_at\"");
 		if (!json_object_get(exp, "minutes") ||
-		    opt_uint(exp, "minutes", 1, MAX_IDLE_MINUTES, 0, &r->minutes, e))
+		    json_opt_uint(exp, "minutes", 1, MAX_IDLE_MINUTES, 0, &r->minutes, e))
 			return api_fail(e, 400, "invalid_argument", "expires_after",
 					"expires_after.minutes: must be an integer from 1 to %d",
 					MAX_IDLE_MINUTES);

@@ -55,7 +55,7 @@ json_t *body_object(const char *body, size_t len, struct api_error *e)
 }
 
 /* Every key of obj is one of allowed (NULL-terminated). */
-static int only_fields(json_t *obj, const char *const *allowed, struct api_error *e)
+int json_only_fields(json_t *obj, const char *const *allowed, struct api_error *e)
 {
 	const char *key;
 	json_t *v;
@@ -73,8 +73,8 @@ static int only_fields(json_t *obj, const char *const *allowed, struct api_error
 }
 
 /* An optional integer field from min to max; def when absent. */
-static int get_uint(json_t *obj, const char *name, unsigned min, unsigned max, unsigned def,
-		    unsigned *out, struct api_error *e)
+int json_opt_uint(json_t *obj, const char *name, unsigned min, unsigned max, unsigned def,
+		 unsigned *out, struct api_error *e)
 {
 	json_t *v = json_object_get(obj, name);
 	json_int_t n;
@@ -92,8 +92,8 @@ static int get_uint(json_t *obj, const char *name, unsigned min, unsigned max, u
 }
 
 /* An optional string field of 1..max bytes without NULs; NULL when absent. */
-static int get_string(json_t *obj, const char *name, size_t max, const char **out,
-		      struct api_error *e)
+int json_opt_string(json_t *obj, const char *name, size_t max, const char **out,
+		    struct api_error *e)
 {
 	json_t *v = json_object_get(obj, name);
 
@@ -131,7 +131,7 @@ static bool env_name_ok(const char *s)
 }
 
 /* An optional object of NAME: "value" environment variables. */
-static int get_env(json_t *obj, json_t **out, struct api_error *e)
+int json_opt_env(json_t *obj, json_t **out, struct api_error *e)
 {
 	json_t *env = json_object_get(obj, "env"), *v;
 	const char *k;
@@ -165,11 +165,11 @@ int parse_create(json_t *body, struct create_req *r, struct api_error *e)
 	json_t *md;
 
 	memset(r, 0, sizeof(*r));
-	if (only_fields(body, fields, e) || get_string(body, "template", 63, &tmpl, e) ||
-	    get_uint(body, "cpus", 1, MAX_CPUS, 1, &r->cpus, e) ||
-	    get_uint(body, "memory_mib", MIN_MEMORY_MIB, MAX_MEMORY_MIB, 256, &r->memory_mib, e) ||
-	    get_uint(body, "timeout_s", 1, MAX_TIMEOUT_S, 300, &r->timeout_s, e) ||
-	    get_env(body, &r->env, e))
+	if (json_only_fields(body, fields, e) || json_opt_string(body, "template", 63, &tmpl, e) ||
+	    json_opt_uint(body, "cpus", 1, MAX_CPUS, 1, &r->cpus, e) ||
+	    json_opt_uint(body, "memory_mib", MIN_MEMORY_MIB, MAX_MEMORY_MIB, 256, &r->memory_mib, e) ||
+	    json_opt_uint(body, "timeout_s", 1, MAX_TIMEOUT_S, 300, &r->timeout_s, e) ||
+	    json_opt_env(body, &r->env, e))
 		return -1;
 	if (tmpl && !name_ok(tmpl, false))
 		return api_fail(e, 400, "invalid_argument", "template",
@@ -181,13 +181,13 @@ int parse_create(json_t *body, struct create_req *r, struct api_error *e)
 			return -1;
 		r->metadata = md;
 	}
-	if (get_string(body, "on_timeout", 16, &on_timeout, e))
+	if (json_opt_string(body, "on_timeout", 16, &on_timeout, e))
 		return -1;
 	if (on_timeout && strcmp(on_timeout, "kill") && strcmp(on_timeout, "pause"))
 		return api_fail(e, 400, "invalid_argument", "on_timeout",
 				"on_timeout: must be \"kill\" or \"pause\"");
 	r->pause_on_timeout = on_timeout && !strcmp(on_timeout, "pause");
-	if (get_string(body, "snapshot", 63, &snap, e))
+	if (json_opt_string(body, "snapshot", 63, &snap, e))
 		return -1;
 	if (snap) {
 		/* The snapshot fixes the image and the shape: naming them too is a mistake. */
@@ -267,11 +267,11 @@ int parse_exec(json_t *body, struct exec_req *r, struct api_error *e)
 	json_t *cmd = json_object_get(body, "cmd"), *env;
 
 	memset(r, 0, sizeof(*r));
-	if (only_fields(body, fields, e) || get_string(body, "shell", MAX_SHELL, &r->shell, e) ||
-	    get_string(body, "cwd", MAX_STRING - 1, &r->cwd, e) ||
-	    get_string(body, "user", 255, &r->user, e) ||
-	    get_uint(body, "timeout_s", 1, MAX_EXEC_TIMEOUT_S, 600, &r->timeout_s, e) ||
-	    get_env(body, &env, e))
+	if (json_only_fields(body, fields, e) || json_opt_string(body, "shell", MAX_SHELL, &r->shell, e) ||
+	    json_opt_string(body, "cwd", MAX_STRING - 1, &r->cwd, e) ||
+	    json_opt_string(body, "user", 255, &r->user, e) ||
+	    json_opt_uint(body, "timeout_s", 1, MAX_EXEC_TIMEOUT_S, 600, &r->timeout_s, e) ||
+	    json_opt_env(body, &env, e))
 		return -1;
 	if (cmd && json_is_null(cmd))
 		cmd = NULL;
@@ -300,18 +300,18 @@ int parse_timeout(json_t *body, unsigned *timeout_s, struct api_error *e)
 {
 	static const char *const fields[] = { "timeout_s", NULL };
 
-	if (only_fields(body, fields, e))
+	if (json_only_fields(body, fields, e))
 		return -1;
 	if (!json_object_get(body, "timeout_s"))
 		return api_fail(e, 400, "invalid_argument", "timeout_s", "timeout_s: required");
-	return get_uint(body, "timeout_s", 1, MAX_TIMEOUT_S, 0, timeout_s, e);
+	return json_opt_uint(body, "timeout_s", 1, MAX_TIMEOUT_S, 0, timeout_s, e);
 }
 
 static int get_currency(json_t *body, char *out, size_t len, struct api_error *e)
 {
 	const char *c;
 
-	if (get_string(body, "currency", 8, &c, e))
+	if (json_opt_string(body, "currency", 8, &c, e))
 		return -1;
 	if (c && strcmp(c, "USDC") && strcmp(c, "USDT"))
 		return api_fail(e, 400, "invalid_argument", "currency",
@@ -327,13 +327,13 @@ int parse_agent(json_t *body, struct agent_req *r, struct api_error *e)
 	const char *name;
 
 	memset(r, 0, sizeof(*r));
-	if (only_fields(body, fields, e) || get_string(body, "name", 63, &name, e) ||
+	if (json_only_fields(body, fields, e) || json_opt_string(body, "name", 63, &name, e) ||
 	    get_currency(body, r->currency, sizeof(r->currency), e) ||
-	    get_uint(body, "max_sandboxes", 0, 10000, 10, &r->max_sandboxes, e) ||
-	    get_uint(body, "max_cpus", 1, MAX_CPUS, 4, &r->max_cpus, e) ||
-	    get_uint(body, "max_memory_mib", MIN_MEMORY_MIB, MAX_MEMORY_MIB, 4096,
+	    json_opt_uint(body, "max_sandboxes", 0, 10000, 10, &r->max_sandboxes, e) ||
+	    json_opt_uint(body, "max_cpus", 1, MAX_CPUS, 4, &r->max_cpus, e) ||
+	    json_opt_uint(body, "max_memory_mib", MIN_MEMORY_MIB, MAX_MEMORY_MIB, 4096,
 		     &r->max_memory_mib, e) ||
-	    get_uint(body, "max_total_memory_mib", MIN_MEMORY_MIB, 64 * MAX_MEMORY_MIB, 0,
+	    json_opt_uint(body, "max_total_memory_mib", MIN_MEMORY_MIB, 64 * MAX_MEMORY_MIB, 0,
 		     &r->max_total_memory_mib, e))
 		return -1;
 	if (name && !name_ok(name, true))
@@ -349,7 +349,7 @@ int parse_credit(json_t *body, int64_t *amount_micro, char *currency, size_t len
 	static const char *const fields[] = { "amount_micro", "currency", NULL };
 	json_t *v = json_object_get(body, "amount_micro");
 
-	if (only_fields(body, fields, e) || get_currency(body, currency, len, e))
+	if (json_only_fields(body, fields, e) || get_currency(body, currency, len, e))
 		return -1;
 	/* At most a trillion USDC at once: sums of many credits stay far from overflow. */
 	if (!json_is_integer(v) || json_integer_value(v) <= 0 ||

@@ -74,6 +74,19 @@ int parse_credit(json_t *body, int64_t *amount_micro, char *currency, size_t len
 
 /* "K=V" strings from an object of strings (already validated), NULL-terminated. */
 char **env_strv(json_t *env);
+
+/*
+ * Field checks every request parser shares: only the allowed fields; an optional string of
+ * 1..max bytes without NULs (NULL when absent or null); an optional integer in [min, max]
+ * (def when absent); an optional "env" object of NAME: "value" (borrowed, NULL when absent).
+ * Each returns 0, or -1 with a 400 naming the field in e.
+ */
+int json_only_fields(json_t *obj, const char *const *allowed, struct api_error *e);
+int json_opt_string(json_t *obj, const char *name, size_t max, const char **out,
+		    struct api_error *e);
+int json_opt_uint(json_t *obj, const char *name, unsigned min, unsigned max, unsigned def,
+		  unsigned *out, struct api_error *e);
+int json_opt_env(json_t *obj, json_t **out, struct api_error *e);
 void strv_free(char **v);
 
 /* A guest path: absolute, no NUL, at most 4095 bytes. */
