@@ -339,3 +339,51 @@ out:
 	free(r);
 	return status;
 }
+
+/* ---- what every kilnd command of the CLI does the same way ---- */
+
+json_t *kilnd_call(const char *sock, const char *key, const char *method, const char *path,
+		   json_t *body)
+{
+	char err[512], *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_t *out, *e;
+	int status = kilnd_request(sock, key, method, path, text, &out, err, sizeof(err));
+
+	free(text);
+	if (status < 0) {
+		fprintf(stderr, "kiln: %s\n", err);
+		exit(125);
+	}
+	if (status >= 200 && status < 300 && out)
+		return out;
+	e = json_object_get(out, "error");
+	fprintf(stderr, "kiln: %s (HTTP %d): %s\n",
+		json_string_value(json_object_get(e, "code")) ?: "error", status,
+		json_string_value(json_object_get(e, "message")) ?: "no JSON answer");
+	exit(125);
+}
+
+const char *kilnd_str(json_t *o, const char *k)
+{
+	const char *s = json_string_value(json_object_get(o, k));
+
+	return s ? s : "-";
+}
+
+void kilnd_print_json(json_t *v)
+{
+	json_dumpf(v, stdout, JSON_INDENT(2));
+	putchar('\n');
+}
+
+long kilnd_positive(const char *opt, const char *s)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+
+	if (end == s || *end || v <= 0) {
+		fprintf(stderr, "kiln: %s: '%s' must be a positive number\n", opt, s);
+		exit(125);
+	}
+	return v;
+}

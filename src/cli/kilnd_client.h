@@ -16,6 +16,23 @@ int kilnd_request(const char *sock, const char *key, const char *method, const c
 		  const char *body, json_t **out, char *err, size_t errlen);
 
 /*
+ * The CLI's one request: the answer on success (2xx with JSON); otherwise kilnd's error (or
+ * why it could not be reached) on stderr as "kiln: CODE (HTTP STATUS): MESSAGE" and exit 125.
+ * body (may be NULL) is sent as JSON.
+ */
+json_t *kilnd_call(const char *sock, const char *key, const char *method, const char *path,
+		   json_t *body);
+
+/* A string field of a JSON object, or "-". */
+const char *kilnd_str(json_t *o, const char *k);
+
+/* v indented on stdout, for --json. */
+void kilnd_print_json(json_t *v);
+
+/* A positive number given to option opt, or exit 125 saying so. */
+long kilnd_positive(const char *opt, const char *s);
+
+/*
  * Files, streamed: upload the bytes of src with PUT path (chunked), or download GET path into
  * dst.  The HTTP status, with kilnd's JSON answer (or error) in *out when it sent one; -1 with
  * err when kilnd could not be reached, broke off, or a local read or write failed.

@@ -51,18 +51,6 @@ static void sb_usage(void)
 	exit(EXIT_KILN);
 }
 
-static long positive(const char *opt, const char *s)
-{
-	char *end;
-	long v = strtol(s, &end, 10);
-
-	if (end == s || *end || v <= 0) {
-		fprintf(stderr, "kiln: %s: '%s' must be a positive number\n", opt, s);
-		exit(EXIT_KILN);
-	}
-	return v;
-}
-
 static int sb_parse(int argc, char **argv, struct sb_opts *o)
 {
 	static const struct option longopts[] = {
@@ -92,9 +80,9 @@ static int sb_parse(int argc, char **argv, struct sb_opts *o)
 		case 'j': o->json = true; break;
 		case 'T': o->template = optarg; break;
 		case 's': o->state = optarg; break;
-		case 'c': o->cpus = positive("--cpus", optarg); break;
-		case 'm': o->memory = positive("--memory", optarg); break;
-		case 't': o->timeout = positive("--timeout", optarg); break;
+		case 'c': o->cpus = kilnd_positive("--cpus", optarg); break;
+		case 'm': o->memory = kilnd_positive("--memory", optarg); break;
+		case 't': o->timeout = kilnd_positive("--timeout", optarg); break;
 		case 'e':
 		case 'M':
 			eq = strchr(optarg, '=');
@@ -116,40 +104,6 @@ static int sb_parse(int argc, char **argv, struct sb_opts *o)
 	return optind;
 }
 
-/* One request; exits with kilnd's error on failure, else returns the answer. */
-static json_t *call(const struct sb_opts *o, const char *method, const char *path, json_t *body)
-{
-	char err[512], *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-	json_t *out, *e;
-	int status = kilnd_request(o->sock, o->key, method, path, text, &out, err, sizeof(err));
-
-	free(text);
-	if (status < 0) {
-		fprintf(stderr, "kiln: %s\n", err);
-		exit(EXIT_KILN);
-	}
-	if (status >= 200 && status < 300 && out)
-		return out;
-	e = json_object_get(out, "error");
-	fprintf(stderr, "kiln: %s (HTTP %d): %s\n",
-		json_string_value(json_object_get(e, "code")) ?: "error", status,
-		json_string_value(json_object_get(e, "message")) ?: "no JSON answer");
-	exit(EXIT_KILN);
-}
-
-static void print_json(json_t *v)
-{
-	json_dumpf(v, stdout, JSON_INDENT(2));
-	putchar('\n');
-}
-
-static const char *str(json_t *o, const char *k)
-{
-	const char *s = json_string_value(json_object_get(o, k));
-
-	return s ? s : "-";
-}
-
 static void table_header(void)
 {
 	printf("%-22s %-9s %-12s %4s %7s  %-20s  %-20s\n", "ID", "STATE", "TEMPLATE", "CPUS",
@@ -158,10 +112,10 @@ static void table_header(void)
 
 static void table_row(json_t *sb)
 {
-	printf("%-22s %-9s %-12s %4lld %7lld  %-20s  %-20s\n", str(sb, "id"), str(sb, "state"),
-	       str(sb, "template"), json_integer_value(json_object_get(sb, "cpus")),
-	       json_integer_value(json_object_get(sb, "memory_mib")), str(sb, "created_at"),
-	       str(sb, "expires_at"));
+	printf("%-22s %-9s %-12s %4lld %7lld  %-20s  %-20s\n", kilnd_str(sb, "id"), kilnd_str(sb, "state"),
+	       kilnd_str(sb, "template"), json_integer_value(json_object_get(sb, "cpus")),
+	       json_integer_value(json_object_get(sb, "memory_mib")), kilnd_str(sb, "created_at"),
+	       kilnd_str(sb, "expires_at"));
 }
 
 static int sb_create(const struct sb_opts *o)
@@ -182,11 +136,11 @@ static int sb_create(const struct sb_opts *o)
 		json_object_set(body, "metadata", o->metadata);
 	if (o->on_timeout)
 		json_object_set_new(body, "on_timeout", json_string(o->on_timeout));
-	sb = call(o, "POST", "/v1/sandboxes", body);
+	sb = kilnd_call(o->sock, o->key, "POST", "/v1/sandboxes", body);
 	if (o->json)
-		print_json(sb);
+		kilnd_print_json(sb);
 	else
-		printf("%s\n", str(sb, "id"));
+		printf("%s\n", kilnd_str(sb, "id"));
 	json_decref(body);
 	json_decref(sb);
 	return 0;
@@ -247,7 +201,7 @@ static int sb_ls(const struct sb_opts *o)
 		size_t i;
 
 		path = ls_path(o, after);
-		page = call(o, "GET", path, NULL);
+		page = kilnd_call(o->sock, o->key, "GET", path, NULL);
 		free(path);
 		list = json_object_get(page, "sandboxes");
 		json_array_foreach(list, i, sb)
@@ -256,11 +210,11 @@ static int sb_ls(const struct sb_opts *o)
 			json_decref(page);
 			break;
 		}
-		snprintf(after, sizeof(after), "%s", str(page, "next_after"));
+		snprintf(after, sizeof(after), "%s", kilnd_str(page, "next_after"));
 		json_decref(page);
 	}
 	if (o->json) {
-		print_json(all);
+		kilnd_print_json(all);
 	} else {
 		size_t i;
 		json_t *sb;
@@ -291,11 +245,11 @@ static int sb_each(const struct sb_opts *o, const char *verb, char **ids, int n)
 			snprintf(path, sizeof(path), "/v1/sandboxes/%s", ids[i]);
 		else
 			snprintf(path, sizeof(path), "/v1/sandboxes/%s/%s", ids[i], verb);
-		sb = call(o, strcmp(verb, "rm") ? "POST" : "DELETE", path, NULL);
+		sb = kilnd_call(o->sock, o->key, strcmp(verb, "rm") ? "POST" : "DELETE", path, NULL);
 		if (!o->json && i == 0)
 			table_header();
 		if (o->json)
-			print_json(sb);
+			kilnd_print_json(sb);
 		else
 			table_row(sb);
 		json_decref(sb);
@@ -317,7 +271,7 @@ static void put_output(json_t *res, const char *name, FILE *f)
 	snprintf(key, sizeof(key), "%s_encoding", name);
 	if (!data)
 		return;
-	if (strcmp(str(res, key), "base64")) {
+	if (strcmp(kilnd_str(res, key), "base64")) {
 		fputs(data, f);
 		return;
 	}
@@ -357,10 +311,10 @@ static int sb_exec(const struct sb_opts *o, char **args, int n)
 	if (o->timeout)
 		json_object_set_new(body, "timeout_s", json_integer(o->timeout));
 	snprintf(path, sizeof(path), "/v1/sandboxes/%s/exec", args[0]);
-	res = call(o, "POST", path, body);
+	res = kilnd_call(o->sock, o->key, "POST", path, body);
 	json_decref(body);
 	if (o->json) {
-		print_json(res);
+		kilnd_print_json(res);
 	} else {
 		put_output(res, "stdout", stdout);
 		put_output(res, "stderr", stderr);
@@ -452,7 +406,7 @@ static int sb_cp(const struct sb_opts *o, char **args, int n)
 		if (status < 200 || status >= 300)
 			return transfer_failed(status, out, err);
 		if (o->json)
-			print_json(out);
+			kilnd_print_json(out);
 	} else {
 		fprintf(stderr, "kiln: sandbox cp: one side must be ID:/absolute/path, the other "
 			"local\n");
@@ -471,14 +425,14 @@ int cmd_usage(int argc, char **argv)
 
 	if (sb_parse(argc, argv, &o) != argc)
 		sb_usage();
-	u = call(&o, "GET", "/v1/usage", NULL);
+	u = kilnd_call(o.sock, o.key, "GET", "/v1/usage", NULL);
 	if (o.json) {
-		print_json(u);
+		kilnd_print_json(u);
 	} else {
 		printf("%-22s %10s %12s %12s %12s\n", "SANDBOX", "RUN_S", "VCPU_S", "MEM_GIB_S",
 		       "COST_MICRO");
 		json_array_foreach(json_object_get(u, "sandboxes"), i, sb)
-			printf("%-22s %10.0f %12.1f %12.1f %12lld\n", str(sb, "id"),
+			printf("%-22s %10.0f %12.1f %12.1f %12lld\n", kilnd_str(sb, "id"),
 			       json_number_value(json_object_get(sb, "run_seconds")),
 			       json_number_value(json_object_get(sb, "vcpu_seconds")),
 			       json_number_value(json_object_get(sb, "memory_gib_seconds")),

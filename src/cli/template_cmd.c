@@ -43,18 +43,6 @@ static void t_usage(void)
 	exit(EXIT_KILN);
 }
 
-static long t_positive(const char *opt, const char *s)
-{
-	char *end;
-	long v = strtol(s, &end, 10);
-
-	if (end == s || *end || v <= 0 || v > 1 << 20) {
-		fprintf(stderr, "kiln: %s: '%s' must be a positive number\n", opt, s);
-		exit(EXIT_KILN);
-	}
-	return v;
-}
-
 static int t_parse(int argc, char **argv, struct t_opts *o)
 {
 	static const struct option longopts[] = {
@@ -76,8 +64,8 @@ static int t_parse(int argc, char **argv, struct t_opts *o)
 		case 'K': o->key = optarg; break;
 		case 'j': o->json = true; break;
 		case 'w': o->wait = true; break;
-		case 'c': o->cpus = t_positive("--cpus", optarg); break;
-		case 'm': o->memory = t_positive("--memory", optarg); break;
+		case 'c': o->cpus = kilnd_positive("--cpus", optarg); break;
+		case 'm': o->memory = kilnd_positive("--memory", optarg); break;
 		default: t_usage();
 		}
 	}
@@ -86,40 +74,6 @@ static int t_parse(int argc, char **argv, struct t_opts *o)
 		exit(EXIT_KILN);
 	}
 	return optind;
-}
-
-/* One request; exits with kilnd's error on failure, else returns the answer. */
-static json_t *t_call(const struct t_opts *o, const char *method, const char *path, json_t *body)
-{
-	char err[512], *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-	json_t *out, *e;
-	int status = kilnd_request(o->sock, o->key, method, path, text, &out, err, sizeof(err));
-
-	free(text);
-	if (status < 0) {
-		fprintf(stderr, "kiln: %s\n", err);
-		exit(EXIT_KILN);
-	}
-	if (status >= 200 && status < 300 && out)
-		return out;
-	e = json_object_get(out, "error");
-	fprintf(stderr, "kiln: %s (HTTP %d): %s\n",
-		json_string_value(json_object_get(e, "code")) ?: "error", status,
-		json_string_value(json_object_get(e, "message")) ?: "no JSON answer");
-	exit(EXIT_KILN);
-}
-
-static const char *t_str(json_t *o, const char *k)
-{
-	const char *s = json_string_value(json_object_get(o, k));
-
-	return s ? s : "-";
-}
-
-static void t_print_json(json_t *v)
-{
-	json_dumpf(v, stdout, JSON_INDENT(2));
-	putchar('\n');
 }
 
 /* "1x128,2x512" from a template's warm snapshots. */
@@ -140,11 +94,11 @@ static void shapes(json_t *t, char *out, size_t len)
 
 static int t_ls(const struct t_opts *o)
 {
-	json_t *all = t_call(o, "GET", "/v1/templates", NULL), *t;
+	json_t *all = kilnd_call(o->sock, o->key, "GET", "/v1/templates", NULL), *t;
 	size_t i;
 
 	if (o->json) {
-		t_print_json(json_object_get(all, "templates"));
+		kilnd_print_json(json_object_get(all, "templates"));
 		json_decref(all);
 		return 0;
 	}
@@ -157,9 +111,9 @@ static int t_ls(const struct t_opts *o)
 		if (json_is_integer(bytes))
 			snprintf(size, sizeof(size), "%lld", json_integer_value(bytes) >> 20);
 		shapes(t, warm, sizeof(warm));
-		printf("%-16s %-5s %-10s %8s  %-16s  %s\n", t_str(t, "name"),
-		       json_is_true(json_object_get(t, "built")) ? "yes" : "no", t_str(t, "source"),
-		       size, warm, t_str(t, "image"));
+		printf("%-16s %-5s %-10s %8s  %-16s  %s\n", kilnd_str(t, "name"),
+		       json_is_true(json_object_get(t, "built")) ? "yes" : "no", kilnd_str(t, "source"),
+		       size, warm, kilnd_str(t, "image"));
 	}
 	json_decref(all);
 	return 0;
@@ -182,10 +136,10 @@ static json_t *wait_job(const struct t_opts *o, const char *name, const char *ki
 	char path[160];
 
 	snprintf(path, sizeof(path), "/v1/templates/%s/%s", name, kind);
-	while (!strcmp(t_str(job, "state"), "running")) {
+	while (!strcmp(kilnd_str(job, "state"), "running")) {
 		usleep(POLL_US);
 		json_decref(job);
-		job = t_call(o, "GET", path, NULL);
+		job = kilnd_call(o->sock, o->key, "GET", path, NULL);
 	}
 	return job;
 }
@@ -202,18 +156,18 @@ static int t_job(const struct t_opts *o, const char *kind, const char *name)
 	if (o->memory)
 		json_object_set_new(body, "memory_mib", json_integer(o->memory));
 	snprintf(path, sizeof(path), "/v1/templates/%s/%s", segment(name), kind);
-	job = t_call(o, "POST", path, body);
+	job = kilnd_call(o->sock, o->key, "POST", path, body);
 	json_decref(body);
 	if (o->wait)
 		job = wait_job(o, name, kind, job);
 	if (o->json)
-		t_print_json(job);
+		kilnd_print_json(job);
 	else if (!o->wait)
-		printf("%s\n", t_str(job, "id"));
-	else if (!strcmp(t_str(job, "state"), "succeeded"))
-		printf("%s %s %s: %s\n", kind, name, t_str(job, "state"), t_str(job, "result"));
-	if (o->wait && strcmp(t_str(job, "state"), "succeeded")) {
-		fprintf(stderr, "kiln: %s of %s failed: %s\n", kind, name, t_str(job, "reason"));
+		printf("%s\n", kilnd_str(job, "id"));
+	else if (!strcmp(kilnd_str(job, "state"), "succeeded"))
+		printf("%s %s %s: %s\n", kind, name, kilnd_str(job, "state"), kilnd_str(job, "result"));
+	if (o->wait && strcmp(kilnd_str(job, "state"), "succeeded")) {
+		fprintf(stderr, "kiln: %s of %s failed: %s\n", kind, name, kilnd_str(job, "reason"));
 		ret = EXIT_KILN;
 	}
 	json_decref(job);
@@ -227,9 +181,9 @@ static int t_unwarm(const struct t_opts *o, const char *name)
 	size_t i;
 
 	snprintf(path, sizeof(path), "/v1/templates/%s/warm", segment(name));
-	res = t_call(o, "DELETE", path, NULL);
+	res = kilnd_call(o->sock, o->key, "DELETE", path, NULL);
 	if (o->json)
-		t_print_json(res);
+		kilnd_print_json(res);
 	else
 		json_array_foreach(json_object_get(res, "removed"), i, s)
 			printf("removed %s %lldx%lld\n", name,
