@@ -162,39 +162,27 @@ static const char *parse_line(struct egress_policy *p, char *verb, char *arg, ch
 	return "unknown directive (allow, deny, allow-cidr, deny-cidr, rewrite)";
 }
 
+/* One line: "verb arg [arg2]", a '#' starting a comment anywhere. */
+static const char *policy_line(char *line, void *ctx)
+{
+	char *hash = strchr(line, '#'), *save = NULL, *verb, *arg, *arg2;
+
+	if (hash)
+		*hash = 0;
+	verb = strtok_r(line, " \t\r", &save);
+	if (!verb)
+		return NULL;
+	arg = strtok_r(NULL, " \t\r", &save);
+	arg2 = strtok_r(NULL, " \t\r", &save);
+	if (strtok_r(NULL, " \t\r", &save))
+		return "too many words";
+	return parse_line(ctx, verb, arg, arg2);
+}
+
 int egress_policy_parse(struct egress_policy *p, const char *text, char *err, size_t errlen)
 {
-	char *copy = strdup(text), *save = NULL, *line;
-	unsigned lineno = 0;
-
 	memset(p, 0, sizeof(*p));
-	if (!copy) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
-	}
-	/* strsep, not strtok: empty lines still count for the line numbers. */
-	for (char *rest = copy; (line = strsep(&rest, "\n"));) {
-		char *hash = strchr(line, '#'), *verb, *arg, *arg2, *more;
-		const char *why;
-
-		lineno++;
-		if (hash)
-			*hash = 0;
-		verb = strtok_r(line, " \t\r", &save);
-		if (!verb)
-			continue;
-		arg = strtok_r(NULL, " \t\r", &save);
-		arg2 = strtok_r(NULL, " \t\r", &save);
-		more = strtok_r(NULL, " \t\r", &save);
-		why = more ? "too many words" : parse_line(p, verb, arg, arg2);
-		if (why) {
-			snprintf(err, errlen, "line %u: %s", lineno, why);
-			free(copy);
-			return -1;
-		}
-	}
-	free(copy);
-	return 0;
+	return parse_lines(text, policy_line, p, err, errlen);
 }
 
 int egress_policy_load(struct egress_policy *p, const char *path, char *err, size_t errlen)

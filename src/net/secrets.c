@@ -93,34 +93,15 @@ static const char *parse_line(struct secrets *sec, char *line)
 	return NULL;
 }
 
+static const char *secret_line(char *line, void *ctx)
+{
+	return parse_line(ctx, line);
+}
+
 int secrets_parse(struct secrets *sec, const char *text, char *err, size_t errlen)
 {
-	char *copy = strdup(text), *line;
-	unsigned lineno = 0;
-
 	memset(sec, 0, sizeof(*sec));
-	if (!copy) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
-	}
-	for (char *rest = copy; (line = strsep(&rest, "\n"));) {
-		const char *why;
-
-		lineno++;
-		if (*line && line[strlen(line) - 1] == '\r')
-			line[strlen(line) - 1] = 0;	/* CRLF line ends; any other CR is refused */
-		if (!line[strspn(line, " \t")] || line[strspn(line, " \t")] == '#')
-			continue;
-		why = parse_line(sec, line);
-		if (why) {
-			/* Never the line itself: it may hold a secret. */
-			snprintf(err, errlen, "line %u: %s", lineno, why);
-			free(copy);
-			return -1;
-		}
-	}
-	free(copy);
-	return 0;
+	return parse_lines(text, secret_line, sec, err, errlen);
 }
 
 int secrets_load(struct secrets *sec, const char *path, char *err, size_t errlen)

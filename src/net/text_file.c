@@ -36,3 +36,34 @@ out:
 	fclose(f);
 	return text;
 }
+
+int parse_lines(const char *text, const char *(*fn)(char *line, void *ctx), void *ctx,
+		char *err, size_t errlen)
+{
+	char *copy = strdup(text), *line;
+	unsigned lineno = 0;
+	int r = 0;
+
+	if (!copy) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	/* strsep, not strtok: empty lines still count for the line numbers. */
+	for (char *rest = copy; !r && (line = strsep(&rest, "\n"));) {
+		size_t n = strlen(line);
+		const char *why;
+
+		lineno++;
+		if (n && line[n - 1] == '\r')
+			line[n - 1] = 0;
+		if (!line[strspn(line, " \t")] || line[strspn(line, " \t")] == '#')
+			continue;
+		why = fn(line, ctx);
+		if (why) {
+			snprintf(err, errlen, "line %u: %s", lineno, why);
+			r = -1;
+		}
+	}
+	free(copy);
+	return r;
+}
