@@ -177,8 +177,9 @@ test-agent: programs $(B)/asan/kiln-init
 	KILN_TEST_AGENT=$(B)/asan/kiln-init /usr/bin/python3 -m pytest -q tests/agent
 
 # VM tests boot real guests; tests/vmhost/run decides whether they need the emulated test host.
+# run-suite runs them as groups of files, each group in a test host of its own.
 test-vm: programs kernel test-guest-bins images
-	tests/vmhost/maybe-run -- /usr/bin/python3 -m pytest -q $(VM_RERUN) tests/integration
+	tests/integration/run-suite $(VM_RERUN)
 
 # Host-side network pieces, no VM: kiln-dns on loopback and in a network namespace.
 test-host: $(B)/kiln-dns $(B)/kiln-proxy $(B)/kiln-ingress
