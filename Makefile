@@ -35,7 +35,7 @@ HOST_SRC   := $(wildcard src/host/*.c)
 KILND_SRC  := $(wildcard src/kilnd/*.c)
 # kilnd's pure parts (no sockets, no VMs), linked into its unit tests.
 KILND_LIB  := src/kilnd/router.c src/kilnd/json.c src/kilnd/ledger.c src/kilnd/api_parse.c \
-	      src/kilnd/code_json.c src/kilnd/multipart.c
+	      src/kilnd/code_json.c src/kilnd/multipart.c src/kilnd/network.c
 KILND_LIBS := -lmicrohttpd -ljansson -lsqlite3 -lcrypto
 # Egress policy and DNS wire format, shared by kiln-dns and its unit tests (test_egress_*).
 NET_LIB    := src/net/dns_msg.c src/net/egress_policy.c src/net/sniff.c src/net/listen_in_netns.c \
@@ -74,11 +74,11 @@ $(B)/asan/tests/%: $(call asan_obj,tests/unit/%.c $(VMM_LIB))
 	$(CC) $(LDFLAGS) $(SANITIZE) $^ -lcmocka -o $@
 
 # kilnd's unit tests link its pure parts and jansson instead of the VMM.
-$(B)/tests/test_kilnd_%: $(call obj,tests/unit/test_kilnd_%.c $(KILND_LIB))
+$(B)/tests/test_kilnd_%: $(call obj,tests/unit/test_kilnd_%.c $(KILND_LIB) $(NET_LIB))
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $^ -lcmocka -ljansson -o $@
 
-$(B)/asan/tests/test_kilnd_%: $(call asan_obj,tests/unit/test_kilnd_%.c $(KILND_LIB))
+$(B)/asan/tests/test_kilnd_%: $(call asan_obj,tests/unit/test_kilnd_%.c $(KILND_LIB) $(NET_LIB))
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $(SANITIZE) $^ -lcmocka -ljansson -o $@
 
@@ -119,7 +119,7 @@ $(B)/kiln: $(call obj,$(CLI_SRC) $(HOST_SRC) $(CLIENT_SRC) $(PROTO_SRC) src/comm
 	$(CC) $(LDFLAGS) $^ -ljansson -o $@
 
 # The sandbox service (docs/kilnd.md).
-$(B)/kilnd: $(call obj,$(KILND_SRC) $(HOST_SRC) $(CLIENT_SRC) $(PROTO_SRC) $(COMMON_SRC))
+$(B)/kilnd: $(call obj,$(KILND_SRC) $(HOST_SRC) $(CLIENT_SRC) $(PROTO_SRC) $(COMMON_SRC) $(NET_LIB))
 	$(CC) $(LDFLAGS) $^ $(KILND_LIBS) -o $@
 
 # kiln-init runs as PID 1 in every guest, from an initramfs of its own, so root images need

@@ -256,7 +256,11 @@ int netns_ruleset(const char *allow, bool services, const uint32_t *host_addrs, 
 	put(&b,
 	    "\tchain input {\n"
 	    "\t\ttype filter hook input priority filter; policy drop;\n"
-	    "\t\tiif \"lo\" accept\n");
+	    "\t\tiif \"lo\" accept\n"
+	    /* Ingress (kiln-ingress, the only program making sockets in here): the guest's
+	     * answers on connections made to it from the namespace. */
+	    "\t\tiifname \"" NETNS_TAP "\" ip saddr " NETNS_GUEST " ip daddr " NETNS_GATEWAY
+	    " meta l4proto tcp ct state established accept\n");
 	if (services)
 		put(&b, "\t\tjump services_in\n");
 	put(&b,
@@ -265,6 +269,8 @@ int netns_ruleset(const char *allow, bool services, const uint32_t *host_addrs, 
 	    "\t\ttype filter hook output priority filter; policy drop;\n"
 	    "\t\toif \"lo\" accept\n"
 	    "\t\tct state established,related accept\n"
+	    "\t\toifname \"" NETNS_TAP "\" ip daddr " NETNS_GUEST " meta l4proto tcp ct state new "
+	    "accept\n"
 	    "\t}\n"
 	    "\tchain forward {\n"
 	    "\t\ttype filter hook forward priority filter; policy drop;\n"

@@ -12,6 +12,7 @@
 
 #include "../common/sparse_file.h"
 #include "egress.h"
+#include "ingress.h"
 #include "netns.h"
 
 #include <errno.h>
@@ -653,8 +654,14 @@ void vm_down(const char *dir)
 		kill(pid, SIGKILL);
 		wait_exit(pid, 5000);
 	}
+	ingress_stop_all(dir);
 	egress_stop(dir);
 	if (read_netns(dir, ns, sizeof(ns)))
 		netns_destroy(ns);
 	remove_tree(dir);
+}
+
+int vm_netns(const char *dir, char *name, size_t len)
+{
+	return read_netns(dir, name, len) ? 0 : -1;
 }

@@ -58,7 +58,11 @@ pid_t vm_pid(const char *dir);
 /* Replace the egress policy of dir's network (comma-separated CIDRs, NULL: nothing). */
 int vm_set_net_policy(const char *dir, const char *allow, struct agent_error *e);
 
-/* Stop the VM of dir (running or paused) and remove dir. */
+/* The name of dir's network namespace, if it has one: 0, or -1 without a network. */
+int vm_netns(const char *dir, char *name, size_t len);
+
+/* Stop the VM of dir (running or paused), its egress and ingress services and its
+ * namespace, and remove dir. */
 void vm_down(const char *dir);
 
 /* The agent socket of a VM directory, for agent_connect(). */

@@ -18,6 +18,8 @@
 #include <sys/stat.h>
 
 #include "../common/log.h"
+#include "../host/netns.h"
+#include "../host/vmctl.h"
 
 static sqlite3 *db;
 static pthread_mutex_t db_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -63,6 +65,13 @@ static const char *const migrations[] = {
 	"  memory_mib INTEGER NOT NULL, state TEXT NOT NULL, created_at INTEGER NOT NULL,"
 	"  deleted_at INTEGER);"
 	"CREATE INDEX snapshots_agent ON snapshots(agent_id, state);",
+	/* 4: networks (the API's record, secret values left out) and their metered bytes;
+	 * *_seen are the tap's counters at the last reading */
+	"ALTER TABLE sandboxes ADD COLUMN network TEXT;"
+	"ALTER TABLE sandboxes ADD COLUMN net_out_bytes INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE sandboxes ADD COLUMN net_in_bytes INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE sandboxes ADD COLUMN net_out_seen INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE sandboxes ADD COLUMN net_in_seen INTEGER NOT NULL DEFAULT 0;",
 };
 
 /* States whose sandbox holds a VM in memory (a paused one is on disk only). */
@@ -382,34 +391,41 @@ json_t *db_usage_json(const char *agent_id)
 {
 	json_t *list = json_array();
 	int64_t total_ms_cpu = 0, total_ms_mib = 0, total_disk = 0, total_cost = 0;
+	int64_t total_out = 0, total_in = 0;
 	sqlite3_stmt *st;
 
 	lock();
-	st = prep("SELECT id, state, cpus, memory_mib, run_ms, debited_micro, disk_mib_ms "
-		  "FROM sandboxes WHERE agent_id = ? ORDER BY seq", "s", agent_id);
+	st = prep("SELECT id, state, cpus, memory_mib, run_ms, debited_micro, disk_mib_ms, "
+		  "net_out_bytes, net_in_bytes FROM sandboxes WHERE agent_id = ? ORDER BY seq",
+		  "s", agent_id);
 	while (st && sqlite3_step(st) == SQLITE_ROW) {
 		int64_t cpus = sqlite3_column_int64(st, 2), mib = sqlite3_column_int64(st, 3);
 		int64_t ms = sqlite3_column_int64(st, 4), cost = sqlite3_column_int64(st, 5);
-		int64_t disk = sqlite3_column_int64(st, 6);
+		int64_t disk = sqlite3_column_int64(st, 6), out = sqlite3_column_int64(st, 7);
+		int64_t in = sqlite3_column_int64(st, 8);
 
 		total_ms_cpu += cpus * ms;
 		total_ms_mib += mib * ms;
 		total_disk += disk;
+		total_out += out;
+		total_in += in;
 		total_cost += cost;
 		json_array_append_new(list, json_pack(
-			"{s:s, s:s, s:f, s:f, s:f, s:f, s:I}",
+			"{s:s, s:s, s:f, s:f, s:f, s:f, s:I, s:I, s:I}",
 			"id", (const char *)sqlite3_column_text(st, 0),
 			"state", (const char *)sqlite3_column_text(st, 1),
 			"run_seconds", ms / 1000.0, "vcpu_seconds", cpus * ms / 1000.0,
 			"memory_gib_seconds", mib * ms / 1024000.0,
-			"disk_gib_seconds", disk / 1024000.0, "cost_micro", (json_int_t)cost));
+			"disk_gib_seconds", disk / 1024000.0, "network_out_bytes", (json_int_t)out,
+			"network_in_bytes", (json_int_t)in, "cost_micro", (json_int_t)cost));
 	}
 	sqlite3_finalize(st);
 	unlock();
-	return json_pack("{s:f, s:f, s:f, s:I, s:o}", "vcpu_seconds", total_ms_cpu / 1000.0,
-			 "memory_gib_seconds", total_ms_mib / 1024000.0, "disk_gib_seconds",
-			 total_disk / 1024000.0, "cost_micro", (json_int_t)total_cost,
-			 "sandboxes", list);
+	return json_pack("{s:f, s:f, s:f, s:I, s:I, s:I, s:o}", "vcpu_seconds",
+			 total_ms_cpu / 1000.0, "memory_gib_seconds", total_ms_mib / 1024000.0,
+			 "disk_gib_seconds", total_disk / 1024000.0, "network_out_bytes",
+			 (json_int_t)total_out, "network_in_bytes", (json_int_t)total_in,
+			 "cost_micro", (json_int_t)total_cost, "sandboxes", list);
 }
 
 /* Would mib more MiB of VMs take the agent past max_total_memory_mib?  Locked. */
@@ -516,7 +532,7 @@ static const char *iso_time(int64_t ms, char *buf, size_t len)
 
 #define SANDBOX_JSON_COLS "id, state, reason, template, cpus, memory_mib, metadata, " \
 			  "created_at, expires_at, run_ms, debited_micro, on_timeout, " \
-			  "coalesce(timeout_s, (expires_at - created_at) / 1000)"
+			  "coalesce(timeout_s, (expires_at - created_at) / 1000), network"
 
 static json_t *sandbox_json_row(sqlite3_stmt *st)
 {
@@ -539,6 +555,11 @@ static json_t *sandbox_json_row(sqlite3_stmt *st)
 		json_object_set_new(o, "on_timeout",
 				    json_string((const char *)sqlite3_column_text(st, 11)));
 		json_object_set_new(o, "timeout_s", json_integer(sqlite3_column_int64(st, 12)));
+	}
+	if (o) {
+		const char *net = (const char *)sqlite3_column_text(st, 13);
+
+		json_object_set_new(o, "network", net ? json_loads(net, 0, NULL) : json_null());
 	}
 	if (o && sqlite3_column_type(st, 2) != SQLITE_NULL)
 		json_object_set_new(o, "reason",
@@ -614,17 +635,69 @@ static int64_t disk_mib_ms_since(const char *id, int64_t ms)
 	return (int64_t)((double)st.st_blocks * 512 / (1024.0 * 1024.0) * (double)ms);
 }
 
+/* The bytes through the tap of sandbox id's namespace so far, as the tap counts them (its
+ * receive is the guest's sending), read where its VMM runs.  false without a running VMM. */
+static bool tap_counters(const char *id, int64_t *out, int64_t *in)
+{
+	char dir[PATH_MAX], path[64], line[512];
+	unsigned long long rx, tx;
+	bool found = false;
+	pid_t pid;
+	FILE *f;
+
+	sandbox_dir(id, dir, sizeof(dir));
+	pid = vm_pid(dir);
+	if (!pid)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/net/dev", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f))
+		found = sscanf(line, " " NETNS_TAP ": %llu %*u %*u %*u %*u %*u %*u %*u %llu",
+			       &rx, &tx) == 2;
+	fclose(f);
+	if (found) {
+		*out = (int64_t)(rx & INT64_MAX);
+		*in = (int64_t)(tx & INT64_MAX);
+	}
+	return found;
+}
+
+/* Add what went through sandbox id's NIC since the last reading to its totals (columns of
+ * the row in st from col on: out, in, out_seen, in_seen); the new totals in out, in.  A
+ * counter below its last reading started again (a new namespace): all of it is new. */
+static void meter_network_locked(const char *id, sqlite3_stmt *st, int col, int64_t *out,
+				 int64_t *in)
+{
+	int64_t now_out, now_in, seen_out = sqlite3_column_int64(st, col + 2);
+	int64_t seen_in = sqlite3_column_int64(st, col + 3);
+
+	*out = sqlite3_column_int64(st, col);
+	*in = sqlite3_column_int64(st, col + 1);
+	if (!tap_counters(id, &now_out, &now_in))
+		return;
+	*out += now_out >= seen_out ? now_out - seen_out : now_out;
+	*in += now_in >= seen_in ? now_in - seen_in : now_in;
+	run(prep("UPDATE sandboxes SET net_out_bytes = ?, net_in_bytes = ?, net_out_seen = ?, "
+		 "net_in_seen = ? WHERE id = ?", "iiiis", *out, *in, now_out, now_in, id));
+}
+
 /* The usage since the last reading of sandbox id, added and debited: run time while it runs,
- * its scratch disk while it runs or is paused (the disk is kept either way).  Locked. */
+ * its scratch disk while it runs or is paused (the disk is kept either way), the bytes
+ * through its NIC.  Locked. */
 static void meter_locked(const char *id, const struct prices *p, int64_t now)
 {
 	sqlite3_stmt *st = prep("SELECT s.agent_id, s.cpus, s.memory_mib, s.run_ms, s.metered_at, "
-				"s.debited_micro, a.currency, s.disk_mib_ms, s.state "
+				"s.debited_micro, a.currency, s.disk_mib_ms, s.state, "
+				"s.network IS NOT NULL, s.net_out_bytes, s.net_in_bytes, "
+				"s.net_out_seen, s.net_in_seen "
 				"FROM sandboxes s JOIN agents a ON a.id = s.agent_id "
 				"WHERE s.id = ? AND s.state IN ('running', 'paused')", "s", id);
 	char agent[64], currency[8], wallet[80];
-	int64_t run_ms, cost, due, txn, minute = now / 60000, disk_mib_ms;
+	int64_t run_ms, cost, due, txn, minute = now / 60000, disk_mib_ms, out = 0, in = 0;
 	unsigned cpus, mib;
+	bool running;
 
 	if (!st || sqlite3_step(st) != SQLITE_ROW) {
 		sqlite3_finalize(st);
@@ -635,14 +708,18 @@ static void meter_locked(const char *id, const struct prices *p, int64_t now)
 	cpus = sqlite3_column_int(st, 1);
 	mib = sqlite3_column_int(st, 2);
 	run_ms = sqlite3_column_int64(st, 3);
+	running = !strcmp((const char *)sqlite3_column_text(st, 8), "running");
 	if (sqlite3_column_type(st, 4) != SQLITE_NULL && now > sqlite3_column_int64(st, 4) &&
-	    !strcmp((const char *)sqlite3_column_text(st, 8), "running"))
+	    running)
 		run_ms += now - sqlite3_column_int64(st, 4);
 	disk_mib_ms = sqlite3_column_int64(st, 7);
 	if (sqlite3_column_type(st, 4) != SQLITE_NULL && now > sqlite3_column_int64(st, 4))
 		disk_mib_ms += disk_mib_ms_since(id, now - sqlite3_column_int64(st, 4));
+	if (sqlite3_column_int(st, 9))
+		meter_network_locked(id, st, 10, &out, &in);
 	cost = ledger_cost_micro(run_ms, cpus, mib, p);
 	cost = ledger_add(cost, ledger_disk_cost_micro(disk_mib_ms, p));
+	cost = ledger_add(cost, ledger_network_cost_micro(ledger_add(out, in), p));
 	due = ledger_debit_due(cost, sqlite3_column_int64(st, 5));
 	sqlite3_finalize(st);
 	run(prep("UPDATE sandboxes SET run_ms = ?, metered_at = ?, debited_micro = ?, "
@@ -919,4 +996,38 @@ int db_snapshot_delete(const char *id)
 	sqlite3_finalize(st);
 	unlock();
 	return ret;
+}
+
+int db_set_network(const char *id, json_t *record)
+{
+	char *text = json_dumps(record, JSON_COMPACT | JSON_SORT_KEYS);
+	int ret;
+
+	if (!text)
+		return -1;
+	lock();
+	ret = run(prep("UPDATE sandboxes SET network = ? WHERE id = ?", "ss", text, id));
+	unlock();
+	free(text);
+	return ret;
+}
+
+json_t *db_network_json(const char *id)
+{
+	sqlite3_stmt *st;
+	json_t *o = NULL;
+
+	lock();
+	st = prep("SELECT network, net_out_bytes, net_in_bytes FROM sandboxes WHERE id = ? AND "
+		  "network IS NOT NULL", "s", id);
+	if (st && sqlite3_step(st) == SQLITE_ROW) {
+		o = json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
+		if (o) {
+			json_object_set_new(o, "out_bytes", json_integer(sqlite3_column_int64(st, 1)));
+			json_object_set_new(o, "in_bytes", json_integer(sqlite3_column_int64(st, 2)));
+		}
+	}
+	sqlite3_finalize(st);
+	unlock();
+	return o;
 }

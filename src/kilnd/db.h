@@ -81,6 +81,12 @@ void db_each_broke_agent(void (*fn)(const char *agent_id, void *), void *ctx);
 /* Prometheus text for /metrics (malloc'd). */
 char *db_metrics(void);
 
+/* A sandbox's network: its record as the API shows it (network.h), set at create and by a
+ * policy change; db_network_json adds the bytes metered so far (out_bytes, in_bytes), NULL
+ * for a sandbox without a network. */
+int db_set_network(const char *id, json_t *record);
+json_t *db_network_json(const char *id);
+
 /* Snapshots: records of DATA/snapshots/ID (api_snapshots.c).  A deleted one keeps its row. */
 int db_snapshot_insert(const struct snapshot *sn);
 int db_snapshot_get(const char *id, const char *agent_id, struct snapshot *sn);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../common/log.h"
 #include "api_code.h"
@@ -42,6 +43,18 @@ enum MHD_Result reply_text(struct request *r, unsigned status, const char *type,
 		MHD_add_response_header(resp, "Content-Type", type);
 	else
 		free(text);
+	return queue(r, status, resp);
+}
+
+enum MHD_Result reply_fd(struct request *r, unsigned status, const char *type, int fd,
+			 uint64_t size)
+{
+	struct MHD_Response *resp = MHD_create_response_from_fd64(size, fd);
+
+	if (resp)
+		MHD_add_response_header(resp, "Content-Type", type);
+	else
+		close(fd);
 	return queue(r, status, resp);
 }
 
@@ -168,6 +181,14 @@ static enum MHD_Result dispatch(struct request *r)
 	case R_CFILE_DELETE:
 	case R_CFILE_CONTENT:
 		return api_containers(r);
+	case R_NETWORK_GET:
+	case R_NETWORK_PUT:
+	case R_NETWORK_LOG:
+	case R_NETWORK_CAPTURE:
+	case R_PORTS_CREATE:
+	case R_PORTS_LIST:
+	case R_PORT_DELETE:
+		return api_network(r);
 	default:
 		return api_sandboxes(r);
 	}

@@ -37,6 +37,9 @@ void http_stop(void);
 enum MHD_Result reply_json(struct request *r, unsigned status, json_t *body);
 enum MHD_Result reply_error(struct request *r, const struct api_error *e);
 enum MHD_Result reply_text(struct request *r, unsigned status, const char *type, char *text);
+/* The first size bytes of the file fd (taken over: closed when sent). */
+enum MHD_Result reply_fd(struct request *r, unsigned status, const char *type, int fd,
+			 uint64_t size);
 
 /* The request's query argument, or NULL. */
 const char *query_arg(struct request *r, const char *name);
@@ -50,6 +53,7 @@ enum MHD_Result api_snapshots(struct request *r);
 /* End process output streams so that their connections can close (at shutdown). */
 void processes_stop(void);
 enum MHD_Result api_templates(struct request *r);	/* api_templates.c */
+enum MHD_Result api_network(struct request *r);		/* api_network.c */
 
 /* The sandbox of the request's {id} if it belongs to the caller; 404 into r->e otherwise. */
 int own_sandbox(struct request *r, struct sandbox *s);

@@ -160,9 +160,10 @@ int json_opt_env(json_t *obj, json_t **out, struct api_error *e)
 int parse_create(json_t *body, struct create_req *r, struct api_error *e)
 {
 	static const char *const fields[] = { "template", "cpus", "memory_mib", "timeout_s",
-					      "env", "metadata", "on_timeout", "snapshot", NULL };
+					      "env", "metadata", "on_timeout", "snapshot", "network",
+					      NULL };
 	const char *tmpl, *on_timeout, *snap;
-	json_t *md;
+	json_t *md, *net;
 
 	memset(r, 0, sizeof(*r));
 	if (json_only_fields(body, fields, e) || json_opt_string(body, "template", 63, &tmpl, e) ||
@@ -199,6 +200,15 @@ int parse_create(json_t *body, struct create_req *r, struct api_error *e)
 			return api_fail(e, 400, "invalid_argument", "snapshot",
 					"snapshot: must be a snapshot id");
 		snprintf(r->snapshot, sizeof(r->snapshot), "%s", snap);
+	}
+	/* Checked in full by network.c; null and false mean no network at all. */
+	net = json_object_get(body, "network");
+	if (net && !json_is_null(net) && !json_is_false(net)) {
+		if (snap)
+			return api_fail(e, 400, "invalid_argument", "network", "network: a sandbox "
+					"made from a snapshot keeps the snapshot's devices, without a "
+					"network");
+		r->network = net;
 	}
 	return 0;
 }

@@ -47,6 +47,7 @@ struct create_req {
 	json_t *env;		/* object of strings, borrowed from the body, or NULL */
 	json_t *metadata;	/* object of strings, borrowed, or NULL */
 	bool pause_on_timeout;	/* on_timeout: "pause" (else "kill") */
+	json_t *network;	/* object, borrowed, or NULL: no NIC (network.h) */
 };
 
 struct exec_req {

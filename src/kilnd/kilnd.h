@@ -32,6 +32,7 @@ struct kilnd_config {
 	int ntemplates;
 	char recipes_dir[PATH_MAX];	/* images/: NAME/recipe and the build script */
 	char images_dir[PATH_MAX];	/* DATA/images: NAME.ext4 built through the API */
+	char ingress_addr[64];		/* where guest ports are exposed (api_network.c) */
 };
 
 extern struct kilnd_config cfg;

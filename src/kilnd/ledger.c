@@ -14,6 +14,7 @@ void prices_default(struct prices *p)
 	p->vcpu_second = DEFAULT_VCPU_SECOND;
 	p->gib_second = DEFAULT_GIB_SECOND;
 	p->disk_gib_second = DEFAULT_DISK_GIB_SECOND;
+	p->network_gib = DEFAULT_NETWORK_GIB;
 }
 
 static char *trim(char *s)
@@ -62,9 +63,11 @@ int prices_parse_line(const char *line, struct prices *p, char *err, size_t errl
 		p->gib_second = v;
 	else if (!strcmp(key, "disk_gib_second"))
 		p->disk_gib_second = v;
+	else if (!strcmp(key, "network_gib"))
+		p->network_gib = v;
 	else {
 		snprintf(err, errlen, "unknown price '%s' (vcpu_second, gib_second, "
-			 "disk_gib_second)", key);
+			 "disk_gib_second, network_gib)", key);
 		return -1;
 	}
 	return 0;
@@ -88,6 +91,16 @@ int64_t ledger_disk_cost_micro(int64_t disk_mib_ms, const struct prices *p)
 	if (disk_mib_ms <= 0)
 		return 0;
 	cost = (unsigned __int128)disk_mib_ms * p->disk_gib_second / (1024 * 1000);
+	return cost > INT64_MAX ? INT64_MAX : (int64_t)cost;
+}
+
+int64_t ledger_network_cost_micro(int64_t bytes, const struct prices *p)
+{
+	unsigned __int128 cost;
+
+	if (bytes <= 0)
+		return 0;
+	cost = (unsigned __int128)bytes * p->network_gib >> 30;
 	return cost > INT64_MAX ? INT64_MAX : (int64_t)cost;
 }
 

@@ -16,11 +16,13 @@ struct prices {
 	uint64_t vcpu_second;	/* micro-units per vCPU-second */
 	uint64_t gib_second;	/* micro-units per GiB-second of memory */
 	uint64_t disk_gib_second;	/* micro-units per GiB-second of scratch disk in use */
+	uint64_t network_gib;	/* micro-units per GiB through the sandbox's NIC, either way */
 };
 
 #define DEFAULT_VCPU_SECOND	14	/* about $0.05 a vCPU-hour */
 #define DEFAULT_GIB_SECOND	5	/* about $0.018 a GiB-hour */
 #define DEFAULT_DISK_GIB_SECOND	0	/* disk is cheap: below one micro-unit a GiB-second */
+#define DEFAULT_NETWORK_GIB	0	/* metered, free unless the operator prices it */
 
 void prices_default(struct prices *p);
 
@@ -35,6 +37,9 @@ int64_t ledger_cost_micro(uint64_t run_ms, unsigned cpus, unsigned memory_mib,
 
 /* Cost of disk_mib_ms MiB-milliseconds of scratch disk, rounded down; saturates. */
 int64_t ledger_disk_cost_micro(int64_t disk_mib_ms, const struct prices *p);
+
+/* Cost of bytes through a sandbox's NIC, rounded down; saturates. */
+int64_t ledger_network_cost_micro(int64_t bytes, const struct prices *p);
 
 /* a + b for non-negative costs, saturating at INT64_MAX. */
 int64_t ledger_add(int64_t a, int64_t b);

@@ -8,6 +8,7 @@
  * See docs/kilnd.md.
  */
 #include <errno.h>
+#include <arpa/inet.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -61,7 +62,8 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: kilnd [--socket PATH] [--listen ADDR:PORT] [--data DIR]\n"
 			"             [--admin-key-file FILE] [--prices FILE]\n"
-			"             [--template NAME=ROOTFS]... [--recipes DIR] [-v]\n");
+			"             [--template NAME=ROOTFS]... [--recipes DIR]\n"
+			"             [--ingress-addr IPV4] [-v]\n");
 	exit(2);
 }
 
@@ -121,6 +123,16 @@ static void make_parent(const char *path)
 	}
 }
 
+/* --ingress-addr: the host address guest ports are exposed on (api_network.c). */
+static void ingress_addr(const char *addr)
+{
+	struct in_addr a;
+
+	if (inet_pton(AF_INET, addr, &a) != 1)
+		die(2, "--ingress-addr %s: not an IPv4 address", addr);
+	snprintf(cfg.ingress_addr, sizeof(cfg.ingress_addr), "%s", addr);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -131,6 +143,7 @@ int main(int argc, char **argv)
 		{ "prices", required_argument, NULL, 'p' },
 		{ "template", required_argument, NULL, 't' },
 		{ "recipes", required_argument, NULL, 'r' },
+		{ "ingress-addr", required_argument, NULL, 'i' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ 0 }
 	};
@@ -150,12 +163,15 @@ int main(int argc, char **argv)
 		case 'p': prices = optarg; break;
 		case 't': add_template(optarg); break;
 		case 'r': recipes = optarg; break;
+		case 'i': ingress_addr(optarg); break;
 		case 'v': log_set_verbose(true); break;
 		default: usage();
 		}
 	}
 	if (optind != argc)
 		usage();
+	if (!cfg.ingress_addr[0])
+		snprintf(cfg.ingress_addr, sizeof(cfg.ingress_addr), "127.0.0.1");
 	load_prices(prices);
 	make_dir(data);
 	if (!realpath(data, cfg.data_dir))

@@ -70,6 +70,13 @@ static const struct route_def routes[] = {
 	{ "GET", "/v1/containers/{id}/files/{file_id}", R_CFILE_GET, false, true },
 	{ "DELETE", "/v1/containers/{id}/files/{file_id}", R_CFILE_DELETE, false, true },
 	{ "GET", "/v1/containers/{id}/files/{file_id}/content", R_CFILE_CONTENT, false, true },
+	{ "GET", "/v1/sandboxes/{id}/network", R_NETWORK_GET, false, true },
+	{ "PUT", "/v1/sandboxes/{id}/network", R_NETWORK_PUT, false, true },
+	{ "GET", "/v1/sandboxes/{id}/network/log", R_NETWORK_LOG, false, true },
+	{ "GET", "/v1/sandboxes/{id}/network/capture", R_NETWORK_CAPTURE, false, true },
+	{ "POST", "/v1/sandboxes/{id}/ports", R_PORTS_CREATE, false, true },
+	{ "GET", "/v1/sandboxes/{id}/ports", R_PORTS_LIST, false, true },
+	{ "DELETE", "/v1/sandboxes/{id}/ports/{port}", R_PORT_DELETE, false, true },
 };
 
 static bool id_char(char c)

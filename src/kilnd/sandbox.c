@@ -16,6 +16,7 @@
 #include "../host/template.h"
 #include "../host/vmctl.h"
 #include "db.h"
+#include "network.h"
 #include "templates.h"
 
 int template_rootfs(const char *name, char *path, size_t len)
@@ -47,12 +48,13 @@ static int set_identity(const char *dir, const char *id, json_t *env, struct age
 	return ret;
 }
 
-/* Clone the warm snapshot if there is a usable one, else boot (as `kiln up`). */
+/* Clone the warm snapshot if there is a usable one, else boot (as `kiln up`).  Warm
+ * snapshots have no NIC, so a sandbox with a network boots. */
 static int start_vm(const char *dir, const struct vm_spec *spec, struct agent_error *e)
 {
 	char snap[PATH_MAX];
 
-	if (template_find(spec, snap, sizeof(snap)) == 0) {
+	if (!spec->net && template_find(spec, snap, sizeof(snap)) == 0) {
 		if (template_clone(dir, snap, spec, e) == 0)
 			return 0;
 		log_warn("warm snapshot %s: %s; booting instead", snap, e->message);
@@ -80,15 +82,53 @@ static int from_snapshot(const struct agent *a, struct create_req *r, char *snap
 	return 0;
 }
 
-int sandbox_create(const struct agent *a, const struct create_req *req, json_t **out,
-		   struct api_error *e)
+int write_private_file(const char *text, const char *what, char *path, size_t len)
+{
+	size_t n = strlen(text);
+	int fd;
+
+	snprintf(path, len, "%s/.%s-XXXXXX", cfg.data_dir, what);
+	fd = mkstemp(path);		/* mode 0600 */
+	if (fd < 0)
+		return -1;
+	if (write(fd, text, n) != (ssize_t)n || fsync(fd) < 0) {
+		close(fd);
+		unlink(path);
+		return -1;
+	}
+	return close(fd);
+}
+
+/* The vm_spec fields of a network: its policy in a private file, named in files[0], for
+ * egress.c to copy (both removed by the caller). */
+static int network_spec(const struct net_config *net, const char *dir, struct vm_spec *spec,
+			char pcap[PATH_MAX], char files[1][PATH_MAX], struct api_error *e)
+{
+	if (write_private_file(net->policy, "policy", files[0], PATH_MAX))
+		return api_fail(e, 500, "internal", NULL, "cannot write the egress policy: %s",
+				strerror(errno));
+	spec->net = true;
+	spec->net_allow = net->allow_cidrs;
+	spec->net_rate = net->rate_bps;
+	spec->net_policy = files[0];
+	if (net->capture) {
+		snprintf(pcap, PATH_MAX, "%s/" SANDBOX_PCAP, dir);
+		spec->net_pcap = pcap;
+	}
+	return 0;
+}
+
+static int create(const struct agent *a, const struct create_req *req,
+		  const struct net_config *net, json_t **out, struct api_error *e)
 {
 	char given[PATH_MAX], img[PATH_MAX], dir[PATH_MAX], snap[PATH_MAX] = "", *md = NULL;
+	char pcap[PATH_MAX], files[1][PATH_MAX] = { "" };
 	struct agent_error ae = { 0 };
 	struct sandbox s = { 0 };
 	struct create_req rq = *req, *r = &rq;
 	struct vm_spec spec;
 	int64_t now = now_ms();
+	int ret;
 
 	if (from_snapshot(a, r, snap, sizeof(snap), e))
 		return -1;
@@ -127,8 +167,17 @@ int sandbox_create(const struct agent *a, const struct create_req *req, json_t *
 
 	snprintf(spec.name, sizeof(spec.name), "%s", base ? base + 1 : given);
 	sandbox_dir(s.id, dir, sizeof(dir));
-	if ((snap[0] ? vm_clone(dir, snap, &spec, &ae) : start_vm(dir, &spec, &ae)) ||
-	    set_identity(dir, s.id, r->env, &ae)) {
+	if (net && (db_set_network(s.id, net->record) ||
+		    network_spec(net, dir, &spec, pcap, files, e))) {
+		if (!e->status)
+			api_fail(e, 500, "internal", NULL, "cannot record the network");
+		db_transition(s.id, "creating", "failed", e->message);
+		return -1;
+	}
+	ret = snap[0] ? vm_clone(dir, snap, &spec, &ae) : start_vm(dir, &spec, &ae);
+	if (files[0][0])
+		unlink(files[0]);
+	if (ret || set_identity(dir, s.id, r->env, &ae)) {
 		vm_down(dir);
 		db_transition(s.id, "creating", "failed", ae.message);
 		return api_fail(e, 500, "create_failed", NULL, "the sandbox did not start: %s",
@@ -141,6 +190,19 @@ int sandbox_create(const struct agent *a, const struct create_req *req, json_t *
 	db_count_create();
 	*out = db_sandbox_json(s.id);
 	return 0;
+}
+
+int sandbox_create(const struct agent *a, const struct create_req *req, json_t **out,
+		   struct api_error *e)
+{
+	struct net_config net = { 0 };
+	int ret;
+
+	if (req->network && net_config_parse(req->network, false, NULL, &net, e))
+		return -1;
+	ret = create(a, req, req->network ? &net : NULL, out, e);
+	net_config_free(&net);
+	return ret;
 }
 
 static int conflict(const struct sandbox *s, const char *what, struct api_error *e)

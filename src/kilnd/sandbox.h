@@ -10,6 +10,11 @@
 #include "kilnd.h"
 
 #define SANDBOX_SCRATCH_MIB	4096	/* sparse, as `kiln up` makes it; warm snapshots match */
+#define SANDBOX_PCAP		"net.pcap"	/* a network's capture, in the VM directory */
+
+/* Write text into a new file of mode 0600 in the data directory (DATA/.WHAT-XXXXXX), its path
+ * in path: what kilnd hands the host side (policies, secrets).  0 or -1 with errno. */
+int write_private_file(const char *text, const char *what, char *path, size_t len);
 
 /* Create a sandbox for agent a; its JSON record in *out.  0, or -1 with e set. */
 int sandbox_create(const struct agent *a, const struct create_req *r, json_t **out,

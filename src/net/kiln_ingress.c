@@ -3,6 +3,7 @@
  * previews (docs/egress.md).
  *
  *   kiln-ingress --listen HOSTADDR:PORT --netns NAME --to GUESTADDR:PORT [--log FILE]
+ *   kiln-ingress --listen-fd N ...   (a listening socket made by the caller, kilnd)
  *
  * The listening socket is on the host; each accepted connection gets a socket made inside
  * the sandbox's network namespace, connected to the guest's port there, and the two are
@@ -12,6 +13,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <poll.h>
 #include <pthread.h>
@@ -46,7 +48,7 @@ struct conn {
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: kiln-ingress --listen HOSTADDR:PORT --netns NAME "
+	fprintf(stderr, "usage: kiln-ingress --listen HOSTADDR:PORT|--listen-fd N --netns NAME "
 		"--to GUESTADDR:PORT [--log FILE]\n");
 	exit(2);
 }
@@ -147,6 +149,24 @@ static void start_conn(struct ingress *in, int fd, const struct sockaddr_in *pee
 	pthread_attr_destroy(&attr);
 }
 
+/* --listen-fd N: a TCP socket already listening (kilnd binds it, so it knows the port the
+ * kernel chose before we run).  Anything else is a usage error. */
+static int listening_fd(const char *s)
+{
+	int fd, on = 0;
+	socklen_t len = sizeof(on);
+	char *end;
+	long n = strtol(s, &end, 10);
+
+	if (*end || n < 3 || n > 1024)
+		usage();
+	fd = (int)n;
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) < 0 || !on)
+		usage();
+	fcntl(fd, F_SETFD, FD_CLOEXEC);
+	return fd;
+}
+
 static int parse_target(const char *s, struct sockaddr_in *sa)
 {
 	char host[64], *colon, *end;
@@ -173,12 +193,12 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, 'l' }, { "netns", required_argument, NULL, 'n' },
 		{ "to", required_argument, NULL, 't' }, { "log", required_argument, NULL, 'g' },
-		{ NULL, 0, NULL, 0 },
+		{ "listen-fd", required_argument, NULL, 'f' }, { NULL, 0, NULL, 0 },
 	};
 	struct ingress in = { 0 };
 	const char *listen = NULL, *to = NULL, *log = NULL;
 	char err[512];
-	int c, lfd;
+	int c, lfd = -1;
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
@@ -186,10 +206,12 @@ int main(int argc, char **argv)
 		case 'n': in.netns = optarg; break;
 		case 't': to = optarg; break;
 		case 'g': log = optarg; break;
+		case 'f': lfd = listening_fd(optarg); break;
 		default: usage();
 		}
 	}
-	if (!listen || !in.netns || !to || optind != argc || parse_target(to, &in.to))
+	if (!listen == (lfd < 0) || !in.netns || !to || optind != argc ||
+	    parse_target(to, &in.to))
 		usage();
 	pthread_mutex_init(&in.log_lock, NULL);
 	if (log && !(in.log = fopen(log, "ae"))) {
@@ -204,13 +226,15 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	close(probe);
-	lfd = listen_in_netns(SOCK_STREAM, listen, NULL, err, sizeof(err));
+	if (listen)
+		lfd = listen_in_netns(SOCK_STREAM, listen, NULL, err, sizeof(err));
 	if (lfd < 0) {
 		fprintf(stderr, "kiln-ingress: cannot listen: %s\n", err);
 		return 1;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	fprintf(stderr, "kiln-ingress: serving %s -> %s in %s\n", listen, to, in.netns);
+	fprintf(stderr, "kiln-ingress: serving %s -> %s in %s\n", listen ? listen : "its socket",
+		to, in.netns);
 	for (;;) {
 		struct sockaddr_in peer;
 		socklen_t plen = sizeof(peer);

@@ -112,6 +112,11 @@ def test_bad_requests_name_the_field(kilnd, bob):
         ('{"env": {"1A": "x"}}', "invalid_argument", "env"),
         ('{"metadata": "x"}', "invalid_argument", "metadata"),
         ('{"colour": "red"}', "invalid_argument", "colour"),
+        ('{"network": true}', "invalid_argument", "network"),
+        ('{"network": {"allow_domains": ["a b"]}}', "invalid_argument", "allow_domains"),
+        ('{"network": {"allow_cidrs": ["10.0.0.0/8"], "deny_cidrs": ["10.1.0.0/16"]}}',
+         "invalid_argument", "deny_cidrs"),
+        ('{"network": {"secrets": [{"name": "x"}]}}', "invalid_argument", "secrets"),
     ]
     for raw, code, field in cases:
         msg = error_of(kilnd.request("POST", "/v1/sandboxes", raw=raw, key=key), 400, code,

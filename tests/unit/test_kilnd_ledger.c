@@ -99,6 +99,21 @@ static void test_disk_cost(void **state)
 	assert_int_equal(ledger_add(2, 3), 5);
 }
 
+static void test_network_cost(void **state)
+{
+	struct prices p = { 0 };
+	char err[128];
+
+	(void)state;
+	assert_int_equal(prices_parse_line("network_gib = 20000", &p, err, sizeof(err)), 0);
+	assert_int_equal(ledger_network_cost_micro(1 << 30, &p), 20000);
+	assert_int_equal(ledger_network_cost_micro(1 << 20, &p), 19);	/* rounded down */
+	assert_int_equal(ledger_network_cost_micro(-1, &p), 0);
+	p.network_gib = 1000000000;
+	/* 128-bit arithmetic: no wrap on the way */
+	assert_int_equal(ledger_network_cost_micro(INT64_MAX, &p), 0x773593ffffffffffLL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -107,6 +122,7 @@ int main(void)
 		cmocka_unit_test(test_ticks_add_up),
 		cmocka_unit_test(test_prices_lines),
 		cmocka_unit_test(test_disk_cost),
+		cmocka_unit_test(test_network_cost),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
