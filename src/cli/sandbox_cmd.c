@@ -7,6 +7,8 @@
  *   kiln sandbox rm|pause|resume ID...
  *   kiln sandbox exec [-e K=V]... [--timeout SEC] ID -- CMD [ARGS...]
  *   kiln sandbox cp ID:PATH LOCAL | LOCAL ID:PATH
+ *   kiln sandbox network [--set JSON|@FILE] ID     the network; --set replaces its policy
+ *   kiln sandbox expose ID PORT                    a guest port on the host: prints the URL
  *   kiln usage
  *
  * Common options: --kilnd SOCK (else $KILN_SOCKET, else /run/kiln/kilnd.sock), --key KEY
@@ -31,6 +33,7 @@
 
 struct sb_opts {
 	const char *sock, *key, *template, *state, *on_timeout;
+	const char *network;		/* --network / --set: JSON or @FILE */
 	long cpus, memory, timeout;
 	bool json;
 	json_t *env, *metadata;
@@ -41,11 +44,13 @@ static void sb_usage(void)
 	fprintf(stderr,
 		"usage: kiln sandbox create [--template NAME] [--cpus N] [--memory MIB]\n"
 		"                           [--timeout SEC] [-e K=V]... [--on-timeout kill|pause]\n"
-		"                           [--metadata K=V]...\n"
+		"                           [--metadata K=V]... [--network JSON|@FILE]\n"
 		"       kiln sandbox ls [--state STATE] [--metadata K=V]...\n"
 		"       kiln sandbox rm|pause|resume ID...\n"
 		"       kiln sandbox exec [-e K=V]... [--timeout SEC] ID -- CMD [ARGS...]\n"
 		"       kiln sandbox cp ID:PATH LOCAL | LOCAL ID:PATH   (- is stdin/stdout)\n"
+		"       kiln sandbox network [--set JSON|@FILE] ID\n"
+		"       kiln sandbox expose ID PORT\n"
 		"       kiln usage   this agent's usage and cost, per sandbox\n"
 		"       (each with [--kilnd SOCK] [--key KEY] [--json]; KILN_SOCKET, KILN_API_KEY)\n");
 	exit(EXIT_KILN);
@@ -61,6 +66,7 @@ static int sb_parse(int argc, char **argv, struct sb_opts *o)
 		{ "timeout", required_argument, NULL, 't' }, { "env", required_argument, NULL, 'e' },
 		{ "metadata", required_argument, NULL, 'M' },
 		{ "on-timeout", required_argument, NULL, 'O' },
+		{ "network", required_argument, NULL, 'N' }, { "set", required_argument, NULL, 'N' },
 		{ 0 }
 	};
 	const char *env_sock = getenv("KILN_SOCKET");
@@ -94,6 +100,7 @@ static int sb_parse(int argc, char **argv, struct sb_opts *o)
 			*eq = '=';
 			break;
 		case 'O': o->on_timeout = optarg; break;
+		case 'N': o->network = optarg; break;
 		default: sb_usage();
 		}
 	}
@@ -118,6 +125,19 @@ static void table_row(json_t *sb)
 	       kilnd_str(sb, "expires_at"));
 }
 
+/* A JSON object given inline or as @FILE; kilnd checks what is in it. */
+static json_t *json_arg(const char *opt, const char *arg)
+{
+	json_error_t err;
+	json_t *v = arg[0] == '@' ? json_load_file(arg + 1, 0, &err) : json_loads(arg, 0, &err);
+
+	if (!v || !json_is_object(v)) {
+		fprintf(stderr, "kiln: %s: %s\n", opt, v ? "must be a JSON object" : err.text);
+		exit(EXIT_KILN);
+	}
+	return v;
+}
+
 static int sb_create(const struct sb_opts *o)
 {
 	json_t *body = json_object(), *sb;
@@ -136,6 +156,8 @@ static int sb_create(const struct sb_opts *o)
 		json_object_set(body, "metadata", o->metadata);
 	if (o->on_timeout)
 		json_object_set_new(body, "on_timeout", json_string(o->on_timeout));
+	if (o->network)
+		json_object_set_new(body, "network", json_arg("--network", o->network));
 	sb = kilnd_call(o->sock, o->key, "POST", "/v1/sandboxes", body);
 	if (o->json)
 		kilnd_print_json(sb);
@@ -448,6 +470,44 @@ int cmd_usage(int argc, char **argv)
 	return 0;
 }
 
+static bool id_ok(const char *id);
+
+/* kiln sandbox network [--set JSON|@FILE] ID */
+static int sb_network(const struct sb_opts *o, char **args, int n)
+{
+	char path[160];
+	json_t *body = o->network ? json_arg("--set", o->network) : NULL, *net;
+
+	if (n != 1 || !id_ok(args[0]))
+		sb_usage();
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/network", args[0]);
+	net = kilnd_call(o->sock, o->key, body ? "PUT" : "GET", path, body);
+	kilnd_print_json(net);
+	json_decref(body);
+	json_decref(net);
+	return 0;
+}
+
+/* kiln sandbox expose ID PORT: prints the URL it is reachable at. */
+static int sb_expose(const struct sb_opts *o, char **args, int n)
+{
+	char path[160];
+	json_t *body, *port;
+
+	if (n != 2 || !id_ok(args[0]))
+		sb_usage();
+	body = json_pack("{s:I}", "port", (json_int_t)kilnd_positive("PORT", args[1]));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/ports", args[0]);
+	port = kilnd_call(o->sock, o->key, "POST", path, body);
+	if (o->json)
+		kilnd_print_json(port);
+	else
+		printf("%s\n", kilnd_str(port, "url"));
+	json_decref(body);
+	json_decref(port);
+	return 0;
+}
+
 int cmd_sandbox(int argc, char **argv)
 {
 	struct sb_opts o;
@@ -469,6 +529,10 @@ int cmd_sandbox(int argc, char **argv)
 		ret = sb_exec(&o, argv + i, argc - i);
 	else if (!strcmp(sub, "cp"))
 		ret = sb_cp(&o, argv + i, argc - i);
+	else if (!strcmp(sub, "network"))
+		ret = sb_network(&o, argv + i, argc - i);
+	else if (!strcmp(sub, "expose"))
+		ret = sb_expose(&o, argv + i, argc - i);
 	else
 		sb_usage();
 	json_decref(o.env);

@@ -1,0 +1,206 @@
+"""Networks through kilnd's API (docs/kilnd.md "Network"), with real guests: a sandbox created
+with a policy reaches the allowed name through its own resolver and proxy and nothing else;
+its logs and capture come back through the API; replacing the policy live takes the name away;
+the bytes it moves are metered and billed; a guest port is exposed on the host and withdrawn;
+a sandbox created without a network has no NIC.  The upstream is test_net's HTTP server in its
+own namespace (10.99.0.2).  Two VMs."""
+import json
+import os
+import struct
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, busybox_image
+from kilnd_helpers import Kilnd, error_of, exec_, stop_kilnd
+from test_net import MODULES, setup_upstream, sh, teardown_upstream, wait_http
+
+NETWORK_PRICE = 10**9      # micro-units per GiB: a few MiB cost well over a run's vCPU time
+BIG = 3 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    for m in MODULES + ["nft_redir"]:
+        sh("modprobe", m, check=False)
+    tmp = Path(tempfile.mkdtemp(prefix="kiln-knet-"))
+    www = tmp / "www"
+    www.mkdir()
+    (www / "hello.txt").write_text("hello from upstream\n")
+    (www / "big.bin").write_bytes(os.urandom(BIG))
+    procs = setup_upstream(www, tmp / "udp.log")
+    k = Kilnd(tmp_path_factory.mktemp("knet"),
+              busybox_image(tmp_path_factory.mktemp("knetimg")))
+    with open(k.prices, "a") as f:
+        f.write(f"network_gib = {NETWORK_PRICE}\n")
+    try:
+        wait_http("http://10.99.0.2/hello.txt")
+        k.start()
+        agent = k.agent(name="net")
+        yield {"k": k, "key": agent["api_key"]}
+    finally:
+        stop_kilnd(k)
+        teardown_upstream(procs)
+
+
+@pytest.fixture(scope="module")
+def sb(world):
+    k, key = world["k"], world["key"]
+    status, sb = k.request("POST", "/v1/sandboxes", {
+        "timeout_s": 3600,
+        "network": {"allow_domains": ["Upstream.TEST."],
+                    "dns_rewrites": {"upstream.test": "10.99.0.2"},
+                    "allow_cidrs": ["10.99.0.0/24"], "capture": True}}, key=key)
+    assert status == 201, sb
+    return sb
+
+
+def sh_in(world, sb, script, timeout=60):
+    r = exec_(world["k"], world["key"], sb, cmd=["sh", "-c", script], timeout_s=timeout)
+    return r["exit_code"], r["stdout"] + r["stderr"]
+
+
+def fetch(world, sb, url):
+    return sh_in(world, sb, f"timeout 20 wget -O - {url}")
+
+
+def test_the_policy_is_what_the_sandbox_shows(world, sb):
+    net = sb["network"]
+    assert net["allow_domains"] == ["upstream.test"]
+    assert net["allow_cidrs"] == ["10.99.0.0/24"] and net["capture"] is True
+    status, got = world["k"].request("GET", f"/v1/sandboxes/{sb['id']}/network",
+                                     key=world["key"])
+    assert status == 200 and got["dns_rewrites"] == {"upstream.test": "10.99.0.2"}, got
+
+
+def test_allowed_name_reached_and_nothing_else(world, sb):
+    status, out = fetch(world, sb, "http://upstream.test/hello.txt")
+    assert status == 0 and "hello from upstream" in out, out
+    status, out = fetch(world, sb, "http://evil.test/hello.txt")
+    assert status != 0 and "hello" not in out, out
+    # The host's own server and the metadata address stay out of reach.
+    status, out = fetch(world, sb, "http://10.0.2.1:8080/hello.txt")
+    assert status != 0 and "hello" not in out, out
+    status, out = fetch(world, sb, "http://169.254.169.254/hello.txt")
+    assert status != 0 and "hello" not in out, out
+
+
+def test_logs_and_capture_through_the_api(world, sb):
+    k, key = world["k"], world["key"]
+    fetch(world, sb, "http://upstream.test/hello.txt")
+    for _ in range(50):
+        status, log = k.request("GET", f"/v1/sandboxes/{sb['id']}/network/log?kind=proxy",
+                                key=key)
+        if status == 200 and b'"verdict": "allowed"' in log:
+            break
+        time.sleep(0.2)
+    assert status == 200 and b'"name": "upstream.test"' in log, log
+    status, log = k.request("GET", f"/v1/sandboxes/{sb['id']}/network/log?kind=dns", key=key)
+    assert status == 200 and b'"name": "evil.test"' in log and b'"deny"' in log, log
+    error_of(k.request("GET", f"/v1/sandboxes/{sb['id']}/network/log?kind=all", key=key),
+             400, "invalid_argument", "kind")
+    status, pcap = k.request("GET", f"/v1/sandboxes/{sb['id']}/network/capture", key=key)
+    assert status == 200 and len(pcap) > 24
+    assert struct.unpack("<I", pcap[:4])[0] == 0xa1b2c3d4       # libpcap, microseconds
+    assert b"upstream.test" in pcap                              # the DNS query, in clear
+
+
+def test_bytes_are_metered_and_billed(world, sb):
+    k, key = world["k"], world["key"]
+    status, out = sh_in(world, sb, "timeout 60 wget -O /tmp/big http://10.99.0.2/big.bin "
+                                   "&& wc -c < /tmp/big", timeout=90)
+    assert status == 0 and str(BIG) in out, out
+    for _ in range(30):
+        status, net = k.request("GET", f"/v1/sandboxes/{sb['id']}/network", key=key)
+        if net["in_bytes"] >= BIG:
+            break
+        time.sleep(0.5)
+    assert BIG <= net["in_bytes"] < 2 * BIG and 0 < net["out_bytes"] < BIG, net
+    status, usage = k.request("GET", "/v1/usage", key=key)
+    mine = [s for s in usage["sandboxes"] if s["id"] == sb["id"]][0]
+    assert mine["network_in_bytes"] >= BIG
+    # The network's price alone: 3 MiB at 10^9 a GiB is ~2.9 * 10^6.
+    assert mine["cost_micro"] >= BIG * NETWORK_PRICE // 2**30, mine
+
+
+def test_a_guest_port_on_the_host(world, sb):
+    k, key = world["k"], world["key"]
+    sh_in(world, sb, "mkdir -p /www && echo preview-page > /www/index.html && "
+                     "busybox httpd -p 8000 -h /www")
+    status, port = k.request("POST", f"/v1/sandboxes/{sb['id']}/ports", {"port": 8000},
+                             key=key)
+    assert status == 201 and port["host"] == "127.0.0.1" and port["host_port"] > 0, port
+    body = urllib.request.urlopen(port["url"] + "/index.html", timeout=30).read()
+    assert body == b"preview-page\n"
+    # Asking again gives the same; the list shows it; a second port is independent.
+    assert k.request("POST", f"/v1/sandboxes/{sb['id']}/ports", {"port": 8000},
+                     key=key)[1] == port
+    status, ports = k.request("GET", f"/v1/sandboxes/{sb['id']}/ports", key=key)
+    assert ports == {"ports": [port]}
+    cli = subprocess.run([str(ROOT / "build" / "kiln"), "sandbox", "expose", "--kilnd", k.sock,
+                          "--key", key, sb["id"], "8000"], capture_output=True, text=True)
+    assert cli.returncode == 0 and cli.stdout.strip() == port["url"], cli
+    error_of(k.request("POST", f"/v1/sandboxes/{sb['id']}/ports", {"port": 0}, key=key),
+             400, "invalid_argument", "port")
+    error_of(k.request("POST", f"/v1/sandboxes/{sb['id']}/ports", {"port": "80"}, key=key),
+             400, "invalid_argument", "port")
+    assert k.request("DELETE", f"/v1/sandboxes/{sb['id']}/ports/8000", key=key)[0] == 200
+    with pytest.raises((urllib.error.URLError, ConnectionError)):
+        urllib.request.urlopen(port["url"] + "/index.html", timeout=10)
+    error_of(k.request("DELETE", f"/v1/sandboxes/{sb['id']}/ports/8000", key=key), 404,
+             "not_found")
+
+
+def test_replacing_the_policy_live(world, sb):
+    k, key = world["k"], world["key"]
+    error_of(k.request("PUT", f"/v1/sandboxes/{sb['id']}/network",
+                       {"allow_domains": ["a b"]}, key=key), 400, "invalid_argument",
+             "allow_domains")
+    error_of(k.request("PUT", f"/v1/sandboxes/{sb['id']}/network",
+                       {"capture": False}, key=key), 400, "invalid_argument", "capture")
+    status, net = k.request("PUT", f"/v1/sandboxes/{sb['id']}/network",
+                            {"allow_cidrs": ["10.99.0.0/24"]}, key=key)
+    assert status == 200 and net["allow_domains"] == [] and net["capture"] is True, net
+    time.sleep(1)
+    status, out = fetch(world, sb, "http://upstream.test/hello.txt")
+    assert status != 0 and "hello" not in out, out
+    status, out = fetch(world, sb, "http://10.99.0.2/hello.txt")      # listed by address
+    assert status == 0 and "hello from upstream" in out, out
+    cli = subprocess.run([str(ROOT / "build" / "kiln"), "sandbox", "network", "--kilnd", k.sock,
+                          "--key", key, "--set", "{}", sb["id"]], capture_output=True, text=True)
+    assert cli.returncode == 0 and json.loads(cli.stdout)["allow_cidrs"] == [], cli
+    time.sleep(1)
+    status, out = fetch(world, sb, "http://10.99.0.2/hello.txt")
+    assert status != 0 and "hello" not in out, out
+
+
+def test_no_network_means_no_nic(world):
+    k, key = world["k"], world["key"]
+    status, plain = k.request("POST", "/v1/sandboxes", {"network": None}, key=key)
+    assert status == 201 and plain["network"] is None, plain
+    status, out = sh_in(world, plain, "ls /sys/class/net")
+    assert "eth0" not in out, out
+    error_of(k.request("GET", f"/v1/sandboxes/{plain['id']}/network", key=key), 409,
+             "no_network")
+    error_of(k.request("POST", f"/v1/sandboxes/{plain['id']}/ports", {"port": 80}, key=key),
+             409, "no_network")
+    assert k.request("DELETE", f"/v1/sandboxes/{plain['id']}", key=key)[0] == 200
+
+
+def test_deleting_removes_the_namespace_and_services(world, sb):
+    k, key = world["k"], world["key"]
+    ns = (k.data / "sandboxes" / sb["id"] / "netns").read_text().strip()
+    assert ns in sh("ip", "netns", "list").stdout
+    assert k.request("POST", f"/v1/sandboxes/{sb['id']}/ports", {"port": 8000},
+                     key=key)[0] == 201
+    assert k.request("DELETE", f"/v1/sandboxes/{sb['id']}", key=key)[0] == 200
+    assert ns not in sh("ip", "netns", "list").stdout
+    for prog in ("kiln-dns", "kiln-proxy", "kiln-ingress"):
+        assert ns not in sh("pgrep", "-af", prog, check=False).stdout
