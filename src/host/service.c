@@ -14,6 +14,15 @@
 
 #define READY_TIMEOUT_MS	10000
 
+void service_child_signals(void)
+{
+	sigset_t none;
+
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	signal(SIGPIPE, SIG_DFL);
+}
+
 pid_t service_spawn(char *const argv[], const char *errfile, int listen_fd)
 {
 	pid_t pid = fork();
@@ -21,6 +30,7 @@ pid_t service_spawn(char *const argv[], const char *errfile, int listen_fd)
 
 	if (pid != 0)
 		return pid;
+	service_child_signals();
 	null = open("/dev/null", O_RDWR);
 	err = open(errfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	setsid();

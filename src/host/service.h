@@ -12,6 +12,13 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+/*
+ * In a child about to exec a program that outlives its parent: no blocked signals and SIGPIPE
+ * back to its default.  Both survive exec, and kilnd blocks SIGTERM in every thread (its main
+ * thread waits for it): inherited, SIGTERM would never stop the program.
+ */
+void service_child_signals(void);
+
 /* Start argv[0] detached: stdin and stdout /dev/null, stderr into errfile (truncated);
  * listen_fd, if >= 0, becomes its fd 3.  The child's pid, or -1. */
 pid_t service_spawn(char *const argv[], const char *errfile, int listen_fd);

@@ -14,6 +14,7 @@
 #include "egress.h"
 #include "ingress.h"
 #include "netns.h"
+#include "service.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -195,6 +196,7 @@ static pid_t spawn_vmm(const char *dir, char **argv)
 		int null = open("/dev/null", O_RDWR);
 		int err = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
 
+		service_child_signals();
 		setsid();		/* the VM outlives a terminal hang-up of `kiln up` */
 		dup2(null, 0);
 		dup2(null, 1);
