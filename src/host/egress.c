@@ -23,6 +23,7 @@
 
 #include "../common/sparse_file.h"
 #include "netns.h"
+#include "service.h"
 #include "vmctl.h"
 
 #define READY_TIMEOUT_MS	10000
@@ -78,6 +79,7 @@ static pid_t spawn(const char *dir, const char *ns, const struct service *sv)
 		return pid;
 	int null = open("/dev/null", O_RDWR), err = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 
+	service_child_signals();
 	setsid();
 	dup2(null, 0);
 	dup2(null, 1);
