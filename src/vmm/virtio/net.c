@@ -118,9 +118,12 @@ static uint64_t clock_ns(clockid_t id)
 	return (uint64_t)t.tv_sec * 1000000000ULL + t.tv_nsec;
 }
 
+/* DRIVER_OK counts only after FEATURES_OK: a driver whose features were refused gets no
+ * traffic, whatever it writes next. */
 static bool device_live(const struct virtio_dev *d)
 {
-	return (d->status & VIRTIO_STATUS_DRIVER_OK) && !(d->status & VIRTIO_STATUS_NEEDS_RESET);
+	return (d->status & VIRTIO_STATUS_DRIVER_OK) && (d->status & VIRTIO_STATUS_FEATURES_OK) &&
+	       !(d->status & VIRTIO_STATUS_NEEDS_RESET);
 }
 
 /* ---- rate limiting ---- */
@@ -162,7 +165,8 @@ static bool tx_valid(const struct virtio_net_hdr_v1 *h, uint64_t len)
 	return !h->flags && !h->gso_type;
 }
 
-static void tx_one(struct virtio_net *nd)
+/* Send the popped chain's frame.  false if it was dropped as invalid. */
+static bool tx_one(struct virtio_net *nd)
 {
 	struct virtio_net_hdr_v1 h;
 	uint64_t len = nd->chain.out_len;
@@ -170,13 +174,13 @@ static void tx_one(struct virtio_net *nd)
 
 	if (len > sizeof(nd->tx_frame)) {
 		nd->stats.tx_dropped++;
-		return;
+		return false;
 	}
 	virtq_chain_read(&nd->chain, 0, nd->tx_frame, len);
 	memcpy(&h, nd->tx_frame, sizeof(h));
 	if (!tx_valid(&h, len)) {
 		nd->stats.tx_dropped++;
-		return;
+		return false;
 	}
 	flen = len - NET_HDR_SIZE;
 	rl_consume(nd, DIR_TX, flen);
@@ -184,10 +188,11 @@ static void tx_one(struct virtio_net *nd)
 	/* A tap takes every frame (or drops it itself); a full socket buffer is a lost frame. */
 	if (write(nd->fd, nd->tx_frame + NET_HDR_SIZE, flen) != (ssize_t)flen) {
 		nd->stats.tx_errors++;
-		return;
+		return true;
 	}
 	nd->stats.tx_frames++;
 	nd->stats.tx_bytes += flen;
+	return true;
 }
 
 /* d->lock held.  Returns the ns to wait for the TX bucket, 0 if not limited. */
@@ -206,7 +211,9 @@ static uint64_t process_tx(struct virtio_net *nd, uint64_t now, bool *used, bool
 			virtio_set_needs_reset(d);
 		if (got <= 0)
 			return 0;
-		tx_one(nd);
+		/* Every chain costs a packet token, valid or not: dropping is work too. */
+		if (!tx_one(nd))
+			tb_consume(&nd->rl[DIR_TX][UNIT_PKTS], 1);
 		virtq_push(vq, nd->chain.head, 0);
 		*used = true;
 	}
@@ -216,14 +223,31 @@ static uint64_t process_tx(struct virtio_net *nd, uint64_t now, bool *used, bool
 
 /* ---- host -> guest ---- */
 
+/* The host side is gone for good: out of the epoll set, never read again. */
+static void host_gone(struct virtio_net *nd)
+{
+	if (nd->tap_gone)
+		return;
+	log_warn("virtio-net: the host side of the NIC hung up");
+	epoll_ctl(nd->ep, EPOLL_CTL_DEL, nd->fd, NULL);
+	nd->tap_gone = true;
+}
+
 /* Read the next frame from the host into nd->rx_frame; false if there is none now. */
 static bool rx_read(struct virtio_net *nd)
 {
-	for (;;) {
+	/* Bounded: d->lock is held, and the host may send nothing but runts. */
+	for (unsigned tries = 0; tries < NET_BATCH && !nd->tap_gone; tries++) {
 		ssize_t n = read(nd->fd, nd->rx_frame, sizeof(nd->rx_frame));
 
 		if (n < 0)
 			return false;	/* EAGAIN, or an error epoll will report again */
+		if (n == 0) {
+			/* A tap never reads 0; a socket (--net fd=) does at end of file, for
+			 * ever: it would spin here with the lock held. */
+			host_gone(nd);
+			return false;
+		}
 		if (n < NET_ETH_HLEN || n > NET_MAX_FRAME) {
 			nd->stats.rx_dropped++;
 			continue;
@@ -232,6 +256,7 @@ static bool rx_read(struct virtio_net *nd)
 		nd->rx_pending = true;
 		return true;
 	}
+	return false;
 }
 
 /* Deliver the pending frame into the popped chain. */
@@ -363,12 +388,8 @@ static void *io_thread(void *arg)
 			if (ev[i].data.u32 == 0 && read(nd->kick_fd, &v, sizeof(v)) < 0)
 				continue;
 			/* Reported whatever we ask for: left in the set it would spin the loop. */
-			if (ev[i].data.u32 == 1 && (ev[i].events & (EPOLLERR | EPOLLHUP)) &&
-			    !nd->tap_gone) {
-				log_warn("virtio-net: the host side of the NIC hung up");
-				epoll_ctl(nd->ep, EPOLL_CTL_DEL, nd->fd, NULL);
-				nd->tap_gone = true;
-			}
+			if (ev[i].data.u32 == 1 && (ev[i].events & (EPOLLERR | EPOLLHUP)))
+				host_gone(nd);
 		}
 		timeout = service(nd);
 	}
