@@ -106,14 +106,21 @@ $(B)/kiln-ingress: $(call obj,$(NET_LIB) src/net/kiln_ingress.c)
 $(B)/kiln-proxy: $(call obj,$(NET_LIB) src/net/kiln_proxy.c src/net/tls_intercept.c)
 	$(CC) $(LDFLAGS) $^ -lssl -lcrypto -o $@
 
-# The network policy's pure half (src/host/netns.c) needs nothing else.
-$(B)/tests/test_netns: $(call obj,tests/unit/test_netns.c src/host/netns.c)
+# The network policy's and the namespace pool's pure halves (src/host/netns*.c) need nothing
+# else.
+NETNS_LIB := src/host/netns.c src/host/netns_pool.c
+$(B)/tests/test_netns: $(call obj,tests/unit/test_netns.c $(NETNS_LIB))
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $^ -lcmocka -o $@
 
-$(B)/asan/tests/test_netns: $(call asan_obj,tests/unit/test_netns.c src/host/netns.c)
+$(B)/asan/tests/test_netns: $(call asan_obj,tests/unit/test_netns.c $(NETNS_LIB))
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $(SANITIZE) $^ -lcmocka -o $@
+
+# Drives the namespace pool for tests/host/test_netns_pool.py and bench/netns (root).
+$(B)/tests/netns-pool: $(call obj,tests/host/netns_pool_tool.c $(NETNS_LIB))
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) $^ -o $@
 
 $(B)/kiln: $(call obj,$(CLI_SRC) $(HOST_SRC) $(CLIENT_SRC) $(PROTO_SRC) src/common/sparse_file.c)
 	$(CC) $(LDFLAGS) $^ -ljansson -o $@
@@ -181,7 +188,7 @@ test-vm: programs kernel test-guest-bins images
 	tests/vmhost/maybe-run -- /usr/bin/python3 -m pytest -q $(VM_RERUN) tests/integration
 
 # Host-side network pieces, no VM: kiln-dns on loopback and in a network namespace.
-test-host: $(B)/kiln-dns $(B)/kiln-proxy $(B)/kiln-ingress
+test-host: $(B)/kiln-dns $(B)/kiln-proxy $(B)/kiln-ingress $(B)/tests/netns-pool
 	/usr/bin/python3 -m pytest -q tests/host
 
 test: test-unit test-agent test-host test-vm

@@ -553,31 +553,79 @@ int netns_set_policy(const char *name, const char *allow, bool services, char *e
 	return r;
 }
 
-int netns_create(const char *allow, bool services, char *name, size_t namelen, char *err,
-		 size_t errlen)
+int netns_check_policy(const char *allow, bool services, char *err, size_t errlen)
+{
+	char *tmp;
+	int r;
+
+	if (!allow)
+		return 0;
+	tmp = malloc(RULES_MAX);
+	if (!tmp) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	r = netns_ruleset(allow, services, NULL, 0, tmp, RULES_MAX, err, errlen);
+	free(tmp);
+	return r;
+}
+
+int netns_claim(char *name, size_t namelen, char *err, size_t errlen)
 {
 	unsigned slot;
 
-	/* Check the policy before touching anything. */
-	if (allow) {
-		char *tmp = malloc(RULES_MAX);
-		int r = tmp ? netns_ruleset(allow, services, NULL, 0, tmp, RULES_MAX, err, errlen) :
-			      -1;
-
-		free(tmp);
-		if (r)
-			return -1;
-	}
 	if (host_setup(err, errlen) || claim_slot(&slot, err, errlen))
 		return -1;
 	snprintf(name, namelen, NETNS_PREFIX "%u", slot);
 	/* A namespace left by a crash in this slot goes first. */
 	ip(NULL, 0, "netns del %s", name);
 	ip(NULL, 0, "link del " NETNS_HOST_PREFIX "%u", slot);
+	return 0;
+}
+
+int netns_build(const char *name, const char *allow, bool services, char *err, size_t errlen)
+{
+	unsigned slot;
+
+	if (netns_slot(name, &slot)) {
+		snprintf(err, errlen, "'%s' is not a sandbox network namespace name", name);
+		return -1;
+	}
 	if (build(name, slot, allow, services, err, errlen)) {
 		netns_destroy(name);
 		return -1;
 	}
+	return 0;
+}
+
+int netns_create(const char *allow, bool services, char *name, size_t namelen, char *err,
+		 size_t errlen)
+{
+	if (netns_check_policy(allow, services, err, errlen) ||
+	    netns_claim(name, namelen, err, errlen))
+		return -1;
+	return netns_build(name, allow, services, err, errlen);
+}
+
+int netns_slot(const char *name, unsigned *slot)
+{
+	const char *p = name;
+	unsigned long v = 0;
+
+	if (strncmp(p, NETNS_PREFIX, strlen(NETNS_PREFIX)))
+		return -1;
+	p += strlen(NETNS_PREFIX);
+	/* Digits only, no sign, no leading zero: one name per slot, as netns_claim writes it. */
+	if (*p < '0' || *p > '9' || (p[0] == '0' && p[1]))
+		return -1;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		v = v * 10 + (unsigned long)(*p - '0');
+		if (v >= NR_SLOTS)
+			return -1;
+	}
+	if (*p)
+		return -1;
+	*slot = v;
 	return 0;
 }
 
@@ -586,7 +634,7 @@ void netns_destroy(const char *name)
 	char path[PATH_MAX];
 	unsigned slot;
 
-	if (sscanf(name, NETNS_PREFIX "%u", &slot) != 1 || slot >= NR_SLOTS)
+	if (netns_slot(name, &slot))
 		return;
 	/* Deleting the namespace takes the tap and both veth ends with it. */
 	ip(NULL, 0, "netns del %s", name);
