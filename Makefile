@@ -39,7 +39,7 @@ KILND_LIB  := src/kilnd/router.c src/kilnd/json.c src/kilnd/ledger.c src/kilnd/a
 KILND_LIBS := -lmicrohttpd -ljansson -lsqlite3 -lcrypto
 # Egress policy and DNS wire format, shared by kiln-dns and its unit tests (test_egress_*).
 NET_LIB    := src/net/dns_msg.c src/net/egress_policy.c src/net/sniff.c src/net/listen_in_netns.c \
-	      src/net/secrets.c src/net/relay.c src/net/text_file.c
+	      src/net/secrets.c src/net/relay.c src/net/text_file.c src/net/http_framing.c
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 TEST_GUEST_BINS := $(patsubst tests/guest/%.c,$(B)/tests/guest/%,$(wildcard tests/guest/*.c))
 UNIT_BINS  := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
