@@ -52,6 +52,7 @@
 #define RELAY_BUF	(64 << 10)
 #define HEADER_MAX	(64 << 10)	/* an intercepted request's header block */
 #define TLS_TIMEOUT_S	10
+#define SPLICE_DOWN	(1 << 20)	/* the default pipe-max-size */
 #define DRAIN_IDLE_MS	10000	/* after a refused request: the upstream's last answers */
 
 struct proxy {
@@ -735,23 +736,33 @@ static const char *forward_requests(struct http_relay *r)
 	return NULL;
 }
 
-/* Copy what the upstream has to the client: false at its end. */
-static bool pump_down(struct conn *c, char *buf)
+/* Copy what the upstream has to the client, socket to socket through pipe (answers are not
+ * inspected): false at its end. */
+static bool pump_down(struct conn *c, int down[2])
 {
-	ssize_t n = recv(c->upstream, buf, RELAY_BUF, MSG_DONTWAIT);
+	ssize_t n = splice(c->upstream, NULL, down[1], NULL, SPLICE_DOWN,
+			   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return true;
 	if (n <= 0)
 		return false;
-	write_all(c->client, buf, n);
 	c->down += n;
+	while (n > 0) {
+		ssize_t w = splice(down[0], NULL, c->client, NULL, n, SPLICE_F_MOVE);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return false;
+		n -= w;
+	}
 	return true;
 }
 
 /* After a refused request: nothing more goes up; the answers to the requests before it come
  * down until the upstream ends (or idles), then the guest gets the 403 in its place. */
-static void finish_refused(struct http_relay *r, char *buf, const char *why)
+static void finish_refused(struct http_relay *r, int down[2], const char *why)
 {
 	struct conn *c = r->c;
 	char resp[512];
@@ -760,7 +771,7 @@ static void finish_refused(struct http_relay *r, char *buf, const char *why)
 	for (;;) {
 		struct pollfd p = { c->upstream, POLLIN, 0 };
 
-		if (poll(&p, 1, DRAIN_IDLE_MS) <= 0 || !pump_down(c, buf))
+		if (poll(&p, 1, DRAIN_IDLE_MS) <= 0 || !pump_down(c, down))
 			break;
 	}
 	log_conn(c, r->verdict, why);
@@ -775,15 +786,16 @@ static void finish_refused(struct http_relay *r, char *buf, const char *why)
 static void relay_http(struct conn *c)
 {
 	struct http_relay *r = calloc(1, sizeof(*r));
-	char *buf = malloc(RELAY_BUF);
 	unsigned gen = atomic_load(&c->px->generation);
 	bool client_open = true;
 	const char *why = NULL;
+	int down[2] = { -1, -1 };
 
-	if (!r || !buf) {
-		log_conn(c, "failed", "out of memory");
+	if (!r || pipe2(down, O_CLOEXEC)) {
+		log_conn(c, "failed", r ? "out of pipes" : "out of memory");
 		goto out;
 	}
+	fcntl(down[1], F_SETPIPE_SZ, SPLICE_DOWN);
 	r->c = c;
 	r->body.done = true;
 	for (;;) {
@@ -810,20 +822,23 @@ static void relay_http(struct conn *c)
 				r->have += n;
 				why = forward_requests(r);
 				if (why) {
-					finish_refused(r, buf, why);
+					finish_refused(r, down, why);
 					goto out;
 				}
 			}
 		}
-		if (p[1].revents && !pump_down(c, buf)) {
+		if (p[1].revents && !pump_down(c, down)) {
 			shutdown(c->client, SHUT_WR);
 			break;
 		}
 	}
 	log_conn(c, why ? "cut" : "allowed", why);
 out:
+	if (down[0] >= 0) {
+		close(down[0]);
+		close(down[1]);
+	}
 	free(r);
-	free(buf);
 }
 
 static void *conn_thread(void *arg)
