@@ -89,7 +89,9 @@ class Proxy:
         self.policy = tmp / "policy"
         self.policy.write_text(policy)
         self.log = tmp / "proxy.log"
-        self.http, self.tls = random.sample(range(20000, 60000), 2)
+        # Below the ephemeral range (32768-60999): a port some client connection (or its
+        # TIME_WAIT) holds there makes the listen fail.
+        self.http, self.tls = random.sample(range(20000, 32768), 2)
         cmd = [str(PROXY), "--http", f"127.0.0.1:{self.http}", "--tls",
                f"127.0.0.1:{self.tls}", "--policy", str(self.policy), "--log", str(self.log),
                "--http-upstream-port", str(http_up), "--tls-upstream-port", str(tls_up)]
