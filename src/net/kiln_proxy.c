@@ -12,7 +12,10 @@
  * HTTP 403 saying why, or a TLS access_denied alert.  An allowed name is resolved here, on the
  * host, and connected to by name: where the guest meant to connect (its own resolver, its
  * /etc/hosts) does not matter, and every address is checked again at connect time, so a
- * rebinding answer cannot aim us at the host's side.  Then bytes flow both ways untouched.
+ * rebinding answer cannot aim us at the host's side.  Then TLS bytes flow both ways
+ * untouched; on plain HTTP every later request's header block is checked the same way before
+ * it goes up (http_framing.h finds where each request ends), so a kept-alive connection cannot
+ * carry a request for another host or a placeholder past us.
  * Every connection is one JSON line in the log.  SIGHUP re-reads the policy, and connections
  * it no longer allows are cut.
  *
