@@ -117,10 +117,12 @@ $(B)/asan/tests/test_netns: $(call asan_obj,tests/unit/test_netns.c $(NETNS_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $(SANITIZE) $^ -lcmocka -o $@
 
-# Drives the namespace pool for tests/host/test_netns_pool.py and bench/netns (root).
-$(B)/tests/netns-pool: $(call obj,tests/host/netns_pool_tool.c $(NETNS_LIB))
+# Drives the namespace pool for tests/host/test_netns_pool.py, bench/netns and test_net.py
+# (root); boots VMs with vmctl like kilnd.
+$(B)/tests/netns-pool: $(call obj,tests/host/netns_pool_tool.c $(HOST_SRC) $(CLIENT_SRC) \
+			$(PROTO_SRC) src/common/sparse_file.c)
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS) $^ -o $@
+	$(CC) $(LDFLAGS) $^ -ljansson -o $@
 
 $(B)/kiln: $(call obj,$(CLI_SRC) $(HOST_SRC) $(CLIENT_SRC) $(PROTO_SRC) src/common/sparse_file.c)
 	$(CC) $(LDFLAGS) $^ -ljansson -o $@
@@ -153,7 +155,8 @@ $(B)/bench/boot-init: bench/boot-init.c
 	$(CC) $(CFLAGS) -static $< -o $@
 
 # Helpers the VM tests copy into their guests' root disks: static, like boot-init.
-test-guest-bins: $(TEST_GUEST_BINS)
+# (and the host-side namespace pool driver tests/integration/test_net.py uses)
+test-guest-bins: $(TEST_GUEST_BINS) $(B)/tests/netns-pool
 $(TEST_GUEST_BINS): $(B)/tests/guest/%: tests/guest/%.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -static $< -o $@

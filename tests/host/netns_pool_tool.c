@@ -9,6 +9,8 @@
  *	put NAME		"ok": destroyed, the pool refills
  *	stats			"ok size ready hits misses built failed"
  *	stop [drain]		stops the pool, answers "ok" and exits
+ *	up DIR ROOTFS NAME	boots a networked VM into DIR in namespace NAME (vm_spec.net_ns,
+ *				as kilnd will): "ok", or "err WHY" (then DIR is taken down)
  *
  *   netns-pool --bench DIR SIZE N  time N takes from a full pool against N netns_create, and
  *				    print p50/p95 of each (each namespace destroyed untimed)
@@ -20,6 +22,7 @@
 
 #include "../../src/host/netns.h"
 #include "../../src/host/netns_pool.h"
+#include "../../src/host/vmctl.h"
 
 static double now_us(void)
 {
@@ -108,6 +111,28 @@ static void cmd_take(struct netns_pool *p, char *args)
 	printf("ok %s %.0f %s\n", name, now_us() - t0, after.hits > before.hits ? "hit" : "miss");
 }
 
+static void cmd_up(char *args)
+{
+	char *dir = strtok(args, " "), *rootfs = strtok(NULL, " "), *ns = strtok(NULL, " ");
+	struct agent_error e = { 0 };
+	struct vm_spec spec;
+
+	if (!dir || !rootfs || !ns) {
+		printf("err up DIR ROOTFS NAME\n");
+		return;
+	}
+	spec = (struct vm_spec){ .rootfs = rootfs, .cpus = 1, .memory_mib = 512,
+				 .scratch_mib = 4096, .hostname = "pooled", .net = true,
+				 .net_ns = ns };
+	snprintf(spec.name, sizeof(spec.name), "pooled");
+	if (vm_up(dir, &spec, &e)) {
+		vm_down(dir);
+		printf("err %s\n", e.message);
+		return;
+	}
+	printf("ok\n");
+}
+
 int main(int argc, char **argv)
 {
 	struct netns_pool *p;
@@ -148,6 +173,8 @@ int main(int argc, char **argv)
 			       (unsigned long long)s.hits, (unsigned long long)s.misses,
 			       (unsigned long long)s.built, (unsigned long long)s.failed,
 			       s.last_error);
+		} else if (!strcmp(cmd, "up")) {
+			cmd_up(rest ? rest : "");
 		} else if (!strcmp(cmd, "stop")) {
 			netns_pool_stop(p, rest && !strcmp(rest, "drain"));
 			printf("ok\n");
