@@ -317,7 +317,7 @@ int netns_enter(const char *name);
 static int run_argv_in(const char *ns, char *const argv[], const char *input, bool quiet,
 		       char *err, size_t errlen)
 {
-	int in[2] = { -1, -1 }, status;
+	int in[2] = { -1, -1 }, status = -1;	/* a failed waitpid is a failure */
 	pid_t pid;
 
 	if (input && pipe2(in, O_CLOEXEC))
