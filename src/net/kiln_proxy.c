@@ -56,6 +56,7 @@
 #define HEADER_MAX	(64 << 10)	/* an intercepted request's header block */
 #define TLS_TIMEOUT_S	10
 #define SPLICE_DOWN	(1 << 20)	/* the default pipe-max-size */
+#define HTTP_IN_BUF	(256 << 10)	/* plain HTTP: client bytes read at once */
 #define DRAIN_IDLE_MS	10000	/* after a refused request: the upstream's last answers */
 
 struct proxy {
@@ -617,7 +618,8 @@ out:
 
 struct http_relay {
 	struct conn *c;
-	char in[SNIFF_MAX];		/* client bytes not yet forwarded: a header in the making */
+	char in[HTTP_IN_BUF];		/* client bytes not yet forwarded: a header in the making
+					 * (at most SNIFF_MAX), or body read in large pieces */
 	size_t have;
 	struct http_body body;		/* the current request's; done: a header comes next */
 	char carry[SECRET_PH_MAX];	/* the last bytes forwarded, for placeholders split
@@ -703,10 +705,11 @@ static const char *forward_requests(struct http_relay *r)
 		size_t n;
 
 		if (r->body.done) {
-			char *e = memmem(r->in, r->have, "\r\n\r\n", 4);
+			size_t look = r->have < SNIFF_MAX ? r->have : SNIFF_MAX;
+			char *e = memmem(r->in, look, "\r\n\r\n", 4);
 
 			if (!e) {
-				if (r->have < sizeof(r->in))
+				if (look < SNIFF_MAX)
 					return NULL;
 				r->verdict = "refused";
 				r->refused_header = true;

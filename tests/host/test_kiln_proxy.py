@@ -385,6 +385,15 @@ def test_ambiguous_framing_is_refused(proxy, upstream_keepalive):
     status, body = c.response()
     assert status == 403 and "other than chunked" in body
     c.close()
+    # A later header block past the 16 KiB bound, sent whole or without its end.
+    for end in ("\r\n\r\n", ""):
+        c = Conn(p.http)
+        c.send(get("upstream.test", "/ok"))
+        assert c.response()[0] == 200
+        c.send(get("upstream.test", "/big", "X-Pad: " + "a" * 17000 + "\r\n")[:-4] + end)
+        status, body = c.response()
+        assert status == 403 and "too large" in body
+        c.close()
     # A bad chunk in a body cuts the connection; nothing after it goes up.
     c = Conn(p.http)
     c.send("POST /bad HTTP/1.1\r\nHost: upstream.test\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -393,7 +402,7 @@ def test_ambiguous_framing_is_refused(proxy, upstream_keepalive):
         pass
     c.close()
     assert "/smuggled" not in [x[1] for x in KeepAlive.seen]
-    assert [x[1] for x in KeepAlive.seen] == ["/ok"]
+    assert [x[1] for x in KeepAlive.seen] == ["/ok"] * 3
 
 
 def test_a_placeholder_in_a_later_request_is_an_alert(proxy, upstream_keepalive):
