@@ -39,7 +39,7 @@ KILND_LIB  := src/kilnd/router.c src/kilnd/json.c src/kilnd/ledger.c src/kilnd/a
 KILND_LIBS := -lmicrohttpd -ljansson -lsqlite3 -lcrypto
 # Egress policy and DNS wire format, shared by kiln-dns and its unit tests (test_egress_*).
 NET_LIB    := src/net/dns_msg.c src/net/egress_policy.c src/net/sniff.c src/net/listen_in_netns.c \
-	      src/net/secrets.c src/net/relay.c src/net/text_file.c
+	      src/net/secrets.c src/net/relay.c src/net/text_file.c src/net/http_framing.c
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 TEST_GUEST_BINS := $(patsubst tests/guest/%.c,$(B)/tests/guest/%,$(wildcard tests/guest/*.c))
 UNIT_BINS  := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
@@ -106,14 +106,23 @@ $(B)/kiln-ingress: $(call obj,$(NET_LIB) src/net/kiln_ingress.c)
 $(B)/kiln-proxy: $(call obj,$(NET_LIB) src/net/kiln_proxy.c src/net/tls_intercept.c)
 	$(CC) $(LDFLAGS) $^ -lssl -lcrypto -o $@
 
-# The network policy's pure half (src/host/netns.c) needs nothing else.
-$(B)/tests/test_netns: $(call obj,tests/unit/test_netns.c src/host/netns.c)
+# The network policy's and the namespace pool's pure halves (src/host/netns*.c) need nothing
+# else.
+NETNS_LIB := src/host/netns.c src/host/netns_pool.c
+$(B)/tests/test_netns: $(call obj,tests/unit/test_netns.c $(NETNS_LIB))
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $^ -lcmocka -o $@
 
-$(B)/asan/tests/test_netns: $(call asan_obj,tests/unit/test_netns.c src/host/netns.c)
+$(B)/asan/tests/test_netns: $(call asan_obj,tests/unit/test_netns.c $(NETNS_LIB))
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $(SANITIZE) $^ -lcmocka -o $@
+
+# Drives the namespace pool for tests/host/test_netns_pool.py, bench/netns and test_net.py
+# (root); boots VMs with vmctl like kilnd.
+$(B)/tests/netns-pool: $(call obj,tests/host/netns_pool_tool.c $(HOST_SRC) $(CLIENT_SRC) \
+			$(PROTO_SRC) src/common/sparse_file.c)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) $^ -ljansson -o $@
 
 $(B)/kiln: $(call obj,$(CLI_SRC) $(HOST_SRC) $(CLIENT_SRC) $(PROTO_SRC) src/common/sparse_file.c)
 	$(CC) $(LDFLAGS) $^ -ljansson -o $@
@@ -146,7 +155,8 @@ $(B)/bench/boot-init: bench/boot-init.c
 	$(CC) $(CFLAGS) -static $< -o $@
 
 # Helpers the VM tests copy into their guests' root disks: static, like boot-init.
-test-guest-bins: $(TEST_GUEST_BINS)
+# (and the host-side namespace pool driver tests/integration/test_net.py uses)
+test-guest-bins: $(TEST_GUEST_BINS) $(B)/tests/netns-pool
 $(TEST_GUEST_BINS): $(B)/tests/guest/%: tests/guest/%.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -static $< -o $@
@@ -182,7 +192,7 @@ test-vm: programs kernel test-guest-bins images
 	tests/integration/run-suite $(VM_RERUN)
 
 # Host-side network pieces, no VM: kiln-dns on loopback and in a network namespace.
-test-host: $(B)/kiln-dns $(B)/kiln-proxy $(B)/kiln-ingress
+test-host: $(B)/kiln-dns $(B)/kiln-proxy $(B)/kiln-ingress $(B)/tests/netns-pool
 	/usr/bin/python3 -m pytest -q tests/host
 
 test: test-unit test-agent test-host test-vm

@@ -40,6 +40,22 @@ int netns_create(const char *allow, bool services, char *name, size_t namelen, c
 int netns_set_policy(const char *name, const char *allow, bool services, char *err,
 		     size_t errlen);
 
+/*
+ * netns_create in two steps, for the namespace pool (netns_pool.h), which must record the slot
+ * before it builds in it: claim a free slot (host-wide setup done, whatever a crash left in the
+ * slot removed; the name in name), then build it and load the policy.  netns_build destroys the
+ * namespace and frees its slot when it fails.  Both 0, or -1 with err.
+ */
+int netns_claim(char *name, size_t namelen, char *err, size_t errlen);
+int netns_build(const char *name, const char *allow, bool services, char *err, size_t errlen);
+
+/* Whether allow is a policy netns_set_policy would load (pure).  0 or -1 with err. */
+int netns_check_policy(const char *allow, bool services, char *err, size_t errlen);
+
+/* The slot of a namespace name kiln-N as netns_claim makes them (pure); 0, or -1 for any other
+ * string (signs, leading zeros, trailing bytes, N out of range). */
+int netns_slot(const char *name, unsigned *slot);
+
 /* Remove the namespace (its tap and veth go with it) and free its slot. */
 void netns_destroy(const char *name);
 

@@ -460,11 +460,42 @@ static int start(const char *dir, pid_t pid, const struct first_request *r,
 	return -1;
 }
 
+/*
+ * A namespace given in spec->net_ns belongs to the VM from the call on: recorded in dir at
+ * once, so the caller's vm_down after any failure destroys it; destroyed here if even that
+ * fails.
+ */
+static int adopt_netns(const char *abs, const struct vm_spec *s, struct agent_error *e)
+{
+	unsigned slot;
+
+	if (!s->net_ns)
+		return 0;
+	if (!abs) {
+		netns_destroy(s->net_ns);
+		return -1;
+	}
+	if (netns_slot(s->net_ns, &slot)) {
+		snprintf(e->message, sizeof(e->message), "network: '%s' is not a sandbox namespace",
+			 s->net_ns);
+		return -1;
+	}
+	if (write_netns(abs, s->net_ns)) {
+		netns_destroy(s->net_ns);
+		return fail_errno(e, "cannot write the netns file in", abs);
+	}
+	return 0;
+}
+
 int vm_up(const char *dir, const struct vm_spec *s, struct agent_error *e)
 {
 	char abs[PATH_MAX];
 
-	if (make_vm_dir(dir, abs, e))
+	if (make_vm_dir(dir, abs, e)) {
+		adopt_netns(NULL, s, e);
+		return -1;
+	}
+	if (adopt_netns(abs, s, e))
 		return -1;
 	if (make_scratch(abs, s->scratch_mib)) {
 		snprintf(e->message, sizeof(e->message), "cannot create the scratch disk in %s", abs);
@@ -473,17 +504,25 @@ int vm_up(const char *dir, const struct vm_spec *s, struct agent_error *e)
 	if (s->net) {
 		char ns[NETNS_NAME_MAX], why[256];
 
-		if (netns_create(s->net_allow, s->net_policy != NULL, ns, sizeof(ns), why,
-				 sizeof(why))) {
+		if (s->net_ns)
+			snprintf(ns, sizeof(ns), "%s", s->net_ns);	/* already written */
+		else if (netns_create(s->net_allow, s->net_policy != NULL, ns, sizeof(ns), why,
+				      sizeof(why))) {
 			snprintf(e->message, sizeof(e->message), "network: %s", why);
 			return -1;
 		}
-		if (write_netns(abs, ns)) {
+		if (!s->net_ns && write_netns(abs, ns)) {
 			netns_destroy(ns);
 			return fail_errno(e, "cannot write the netns file in", abs);
 		}
 		if (s->net_policy && egress_start(abs, ns, s->net_policy, why, sizeof(why))) {
+			char path[PATH_MAX];
+
+			/* Gone, and forgotten: a later vm_down must not destroy the slot again
+			 * (another sandbox may have it by then). */
 			netns_destroy(ns);
+			vm_file(abs, "netns", path, sizeof(path));
+			unlink(path);
 			snprintf(e->message, sizeof(e->message), "egress: %s", why);
 			return -1;
 		}
@@ -496,7 +535,12 @@ int vm_clone(const char *dir, const char *snap_dir, const struct vm_spec *s,
 {
 	char abs[PATH_MAX], from[PATH_MAX], to[PATH_MAX];
 
-	if (make_vm_dir(dir, abs, e))
+	if (make_vm_dir(dir, abs, e)) {
+		adopt_netns(NULL, s, e);
+		return -1;
+	}
+	/* A snapshot made with a NIC reattaches to the tap of the namespace it starts in. */
+	if (adopt_netns(abs, s, e))
 		return -1;
 	snprintf(from, sizeof(from), "%s/disk" SCRATCH_DISK, snap_dir);
 	vm_file(abs, "scratch.ext4", to, sizeof(to));

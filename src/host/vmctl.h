@@ -26,6 +26,10 @@ struct vm_spec {
 	const char *net_pcap;		/* capture every frame here (absolute); NULL: none */
 	const char *net_policy;		/* egress policy file: run kiln-dns and kiln-proxy
 					 * for this sandbox (egress.h); NULL: none */
+	const char *net_ns;		/* with net: this namespace (from netns_pool_take, its
+					 * policy loaded) instead of a new one; the VM owns it
+					 * from the call and destroys it on failure and in
+					 * vm_down.  net_allow is not loaded again. */
 };
 
 /* Boot a VM into dir (created) and wait until its agent answers.  0 or -1 with e set. */

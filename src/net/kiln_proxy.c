@@ -12,7 +12,10 @@
  * HTTP 403 saying why, or a TLS access_denied alert.  An allowed name is resolved here, on the
  * host, and connected to by name: where the guest meant to connect (its own resolver, its
  * /etc/hosts) does not matter, and every address is checked again at connect time, so a
- * rebinding answer cannot aim us at the host's side.  Then bytes flow both ways untouched.
+ * rebinding answer cannot aim us at the host's side.  Then TLS bytes flow both ways
+ * untouched; on plain HTTP every later request's header block is checked the same way before
+ * it goes up (http_framing.h finds where each request ends), so a kept-alive connection cannot
+ * carry a request for another host or a placeholder past us.
  * Every connection is one JSON line in the log.  SIGHUP re-reads the policy, and connections
  * it no longer allows are cut.
  *
@@ -37,6 +40,7 @@
 #include <unistd.h>
 
 #include "egress_policy.h"
+#include "http_framing.h"
 #include "listen_in_netns.h"
 #include "relay.h"
 #include "secrets.h"
@@ -51,6 +55,9 @@
 #define RELAY_BUF	(64 << 10)
 #define HEADER_MAX	(64 << 10)	/* an intercepted request's header block */
 #define TLS_TIMEOUT_S	10
+#define SPLICE_DOWN	(1 << 20)	/* the default pipe-max-size */
+#define HTTP_IN_BUF	(256 << 10)	/* plain HTTP: client bytes read at once */
+#define DRAIN_IDLE_MS	10000	/* after a refused request: the upstream's last answers */
 
 struct proxy {
 	const char *policy_path, *secrets_path, *upstream_ca;
@@ -76,6 +83,7 @@ struct conn {
 					 * peeked, so it is still in the socket to relay */
 	size_t headlen;
 	uint64_t up, down;
+	unsigned requests;		/* plain HTTP: requests let through */
 };
 
 static volatile sig_atomic_t reload;
@@ -111,10 +119,10 @@ static void log_conn(struct conn *c, const char *verdict, const char *reason)
 	pthread_mutex_lock(&px->log_lock);
 	fprintf(px->log, "{\"time_ms\": %lld, \"kind\": \"%s\", \"name\": \"%s\", "
 		"\"verdict\": \"%s\", \"reason\": \"%s\", \"upstream\": \"%s\", "
-		"\"bytes_out\": %llu, \"bytes_in\": %llu}\n",
+		"\"bytes_out\": %llu, \"bytes_in\": %llu, \"requests\": %u}\n",
 		(long long)now.tv_sec * 1000 + now.tv_nsec / 1000000, c->tls ? "tls" : "http",
 		c->want.name, verdict, reason ? reason : "", addr, (unsigned long long)c->up,
-		(unsigned long long)c->down);
+		(unsigned long long)c->down, c->requests);
 	fflush(px->log);
 	pthread_mutex_unlock(&px->log_lock);
 }
@@ -606,6 +614,239 @@ out:
 	free(in);
 }
 
+/* ---- plain HTTP: every request's header block inspected (http_framing.h) ---- */
+
+struct http_relay {
+	struct conn *c;
+	char in[HTTP_IN_BUF];		/* client bytes not yet forwarded: a header in the making
+					 * (at most SNIFF_MAX), or body read in large pieces */
+	size_t have;
+	struct http_body body;		/* the current request's; done: a header comes next */
+	char carry[SECRET_PH_MAX];	/* the last bytes forwarded, for placeholders split
+					 * across reads */
+	size_t ncarry;
+	const char *verdict;		/* set once a request is refused */
+	bool refused_header;		/* at a request boundary: the client gets a 403 */
+};
+
+/* Whether a placeholder occurs in what went before (carry) followed by p[0..n). */
+static bool placeholder_in_stream(struct http_relay *r, const char *p, size_t n)
+{
+	struct proxy *px = r->c->px;
+	char win[2 * SECRET_PH_MAX];
+	size_t k = n < SECRET_PH_MAX ? n : SECRET_PH_MAX;
+	bool hit;
+
+	pthread_rwlock_rdlock(&px->policy_lock);
+	if (!px->secrets) {
+		pthread_rwlock_unlock(&px->policy_lock);
+		return false;
+	}
+	/* The seam: the carry and the first bytes of p; then p itself. */
+	memcpy(win, r->carry, r->ncarry);
+	memcpy(win + r->ncarry, p, k);
+	hit = secrets_find_placeholder(px->secrets, win, r->ncarry + k) ||
+	      secrets_find_placeholder(px->secrets, p, n);
+	pthread_rwlock_unlock(&px->policy_lock);
+	/* Keep the last SECRET_PH_MAX - 1 bytes of the stream. */
+	if (n >= SECRET_PH_MAX - 1) {
+		memcpy(r->carry, p + n - (SECRET_PH_MAX - 1), SECRET_PH_MAX - 1);
+		r->ncarry = SECRET_PH_MAX - 1;
+	} else {
+		size_t keep = r->ncarry + n > SECRET_PH_MAX - 1 ? SECRET_PH_MAX - 1 - n : r->ncarry;
+
+		memmove(r->carry, r->carry + r->ncarry - keep, keep);
+		memcpy(r->carry + keep, p, n);
+		r->ncarry = keep + n;
+	}
+	return hit;
+}
+
+/* The header block in[0..hdr) of the next request: NULL if it may go up, else why not. */
+static const char *check_request(struct http_relay *r, size_t hdr)
+{
+	struct conn *c = r->c;
+	struct sniffed h;
+	const char *why;
+
+	r->verdict = "refused";
+	if (sniff_http((uint8_t *)r->in, hdr, &h) != SNIFF_OK)
+		return h.why ? h.why : "not an HTTP/1.x request";
+	/* We connected to one host by name: a request for another would reach it through this
+	 * one (a shared front end routes by Host). */
+	if (strcmp(h.name, c->want.name))
+		return "a later request on the connection names another host";
+	if (http_request_framing(r->in, hdr, &r->body, &why))
+		return why;
+	if (!still_allowed(c))
+		return "the policy no longer allows this host";
+	if (placeholder_in_stream(r, r->in, hdr)) {
+		r->verdict = "alert";
+		return "a credential placeholder sent where it does not belong";
+	}
+	r->verdict = NULL;
+	return NULL;
+}
+
+static void consume(struct http_relay *r, size_t n)
+{
+	memmove(r->in, r->in + n, r->have - n);
+	r->have -= n;
+}
+
+/* Forward what of r->in may go: whole checked headers and the bodies after them.  NULL, or
+ * why the connection stops (r->verdict says how). */
+static const char *forward_requests(struct http_relay *r)
+{
+	struct conn *c = r->c;
+	const char *why = NULL;
+
+	while (r->have) {
+		size_t n;
+
+		if (r->body.done) {
+			size_t look = r->have < SNIFF_MAX ? r->have : SNIFF_MAX;
+			char *e = memmem(r->in, look, "\r\n\r\n", 4);
+
+			if (!e) {
+				if (look < SNIFF_MAX)
+					return NULL;
+				r->verdict = "refused";
+				r->refused_header = true;
+				return "request header too large";
+			}
+			n = e + 4 - r->in;
+			why = check_request(r, n);
+			if (why) {
+				r->refused_header = true;
+				return why;
+			}
+			c->requests++;
+		} else {
+			long b = http_body_feed(&r->body, (uint8_t *)r->in, r->have, &why);
+
+			if (b < 0) {
+				r->verdict = "refused";
+				return why;
+			}
+			n = b;
+			if (placeholder_in_stream(r, r->in, n)) {
+				r->verdict = "alert";
+				return "a credential placeholder sent where it does not belong";
+			}
+		}
+		write_all(c->upstream, r->in, n);
+		c->up += n;
+		consume(r, n);
+	}
+	return NULL;
+}
+
+/* Copy what the upstream has to the client, socket to socket through pipe (answers are not
+ * inspected): false at its end. */
+static bool pump_down(struct conn *c, int down[2])
+{
+	ssize_t n = splice(c->upstream, NULL, down[1], NULL, SPLICE_DOWN,
+			   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return true;
+	if (n <= 0)
+		return false;
+	c->down += n;
+	while (n > 0) {
+		ssize_t w = splice(down[0], NULL, c->client, NULL, n, SPLICE_F_MOVE);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return false;
+		n -= w;
+	}
+	return true;
+}
+
+/* After a refused request: nothing more goes up; the answers to the requests before it come
+ * down until the upstream ends (or idles), then the guest gets the 403 in its place. */
+static void finish_refused(struct http_relay *r, int down[2], const char *why)
+{
+	struct conn *c = r->c;
+	char resp[512];
+
+	shutdown(c->upstream, SHUT_WR);
+	for (;;) {
+		struct pollfd p = { c->upstream, POLLIN, 0 };
+
+		if (poll(&p, 1, DRAIN_IDLE_MS) <= 0 || !pump_down(c, down))
+			break;
+	}
+	log_conn(c, r->verdict, why);
+	if (!r->refused_header)
+		return;
+	snprintf(resp, sizeof(resp), "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n"
+		 "Connection: close\r\nContent-Length: %zu\r\n\r\nkiln egress: %s\n",
+		 strlen(why) + 14, why);
+	write_all(c->client, resp, strlen(resp));
+}
+
+static void relay_http(struct conn *c)
+{
+	struct http_relay *r = calloc(1, sizeof(*r));
+	unsigned gen = atomic_load(&c->px->generation);
+	bool client_open = true;
+	const char *why = NULL;
+	int down[2] = { -1, -1 };
+
+	if (!r || pipe2(down, O_CLOEXEC)) {
+		log_conn(c, "failed", r ? "out of pipes" : "out of memory");
+		goto out;
+	}
+	fcntl(down[1], F_SETPIPE_SZ, SPLICE_DOWN);
+	r->c = c;
+	r->body.done = true;
+	for (;;) {
+		struct pollfd p[2] = { { client_open ? c->client : -1, POLLIN, 0 },
+				       { c->upstream, POLLIN, 0 } };
+
+		if (poll(p, 2, 500) < 0 && errno != EINTR)
+			break;
+		if (atomic_load(&c->px->generation) != gen) {
+			gen = atomic_load(&c->px->generation);
+			if (!still_allowed(c)) {
+				why = "cut: the new policy does not allow it";
+				break;
+			}
+		}
+		if (p[0].revents) {
+			ssize_t n = recv(c->client, r->in + r->have, sizeof(r->in) - r->have,
+					 MSG_DONTWAIT);
+
+			if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+				client_open = false;
+				shutdown(c->upstream, SHUT_WR);
+			} else if (n > 0) {
+				r->have += n;
+				why = forward_requests(r);
+				if (why) {
+					finish_refused(r, down, why);
+					goto out;
+				}
+			}
+		}
+		if (p[1].revents && !pump_down(c, down)) {
+			shutdown(c->client, SHUT_WR);
+			break;
+		}
+	}
+	log_conn(c, why ? "cut" : "allowed", why);
+out:
+	if (down[0] >= 0) {
+		close(down[0]);
+		close(down[1]);
+	}
+	free(r);
+}
+
 static void *conn_thread(void *arg)
 {
 	struct conn *c = arg;
@@ -635,6 +876,16 @@ static void *conn_thread(void *arg)
 		       false);
 		goto out;
 	}
+	if (!c->tls) {
+		/* The first request's framing, before anything is connected. */
+		const uint8_t *e = memmem(c->head, c->headlen, "\r\n\r\n", 4);
+		struct http_body b;
+
+		if (e && http_request_framing((char *)c->head, e + 4 - c->head, &b, &why)) {
+			refuse(c, "refused", why, false);
+			goto out;
+		}
+	}
 	n = choose_addrs(c, addrs, 8, &why);
 	if (!n) {
 		refuse(c, "refused", why, false);
@@ -651,6 +902,10 @@ static void *conn_thread(void *arg)
 	}
 	if (intercept) {
 		intercept_conn(c);
+		goto out;
+	}
+	if (!c->tls) {
+		relay_http(c);
 		goto out;
 	}
 	struct relay_counts rc = { 0 };

@@ -353,6 +353,47 @@ def test_pause_and_resume_keep_the_network(world):
     assert (status, out) == (0, "hello from upstream\n")
 
 
+def test_a_sandbox_in_a_namespace_from_the_pool(world):
+    """The namespace pool (src/host/netns_pool.c) as kilnd will use it: a namespace made ahead
+    of time is taken with the sandbox's policy, handed to vm_up (vm_spec.net_ns), enforces that
+    policy for a real guest, and goes when the sandbox does; the pool leaves nothing behind."""
+    tool = ROOT / "build" / "tests" / "netns-pool"
+    before = kiln_links()
+    pool_dir, vm = world["tmp"] / "pool", world["tmp"] / "vm-pooled"
+    pool_dir.mkdir()
+    env = dict(os.environ, KILN_VMM=str(ROOT / "build" / "kiln-vmm"),
+               KILN_KERNEL=str(ROOT / "build" / "vmlinux"),
+               KILN_INITRD=str(ROOT / "build" / "kiln-initrd.cpio"))
+    p = subprocess.Popen([str(tool), str(pool_dir), "1"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True, env=env)
+
+    def cmd(line):
+        p.stdin.write(line + "\n")
+        p.stdin.flush()
+        return p.stdout.readline().split()
+
+    try:
+        assert cmd("wait 1 120000") == ["ok"]
+        r = cmd("take 10.99.0.0/24")
+        assert r[0] == "ok" and r[3] == "hit", r
+        ns = r[1]
+        assert cmd(f"up {vm} {world['image']} {ns}") == ["ok"]
+        assert netns_of(vm) == ns
+        assert fetch(vm, "http://10.99.0.2/hello.txt") == (0, "hello from upstream\n")
+        status, _ = fetch(vm, "http://10.98.0.2/hello.txt", timeout=5)
+        assert status != 0                                  # not in this policy
+        kiln("down", "--dir", vm)
+        assert ns not in kiln_links()[0]
+        assert cmd("stop drain") == ["ok"]
+        assert p.wait(timeout=60) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        kiln("down", "--dir", vm, check=False)
+    assert kiln_links() == before
+
+
 @pytest.mark.parametrize("arg, why", [
     ("mac=02:00:00:00:00:01", "exactly one of tap=NAME and fd=N"),
     ("tap=a,fd=3", "exactly one of tap=NAME and fd=N"),

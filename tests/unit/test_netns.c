@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "../../src/host/netns.h"
+#include "../../src/host/netns_pool.h"
 
 static char rules[64 * 1024];
 
@@ -151,6 +152,62 @@ static void test_services_redirects(void **state)
 	assert_null(strstr(rules, "services_in"));
 }
 
+/* Namespace names are read back from files and directories anyone with root can write:
+ * exactly one spelling per slot, nothing else. */
+static void test_slot_names(void **state)
+{
+	static const char *const bad[] = {
+		"", "kiln-", "kiln", "kiln-01", "kiln--1", "kiln-+1", "kiln- 1", "kiln-1 ",
+		"kiln-1x", "kiln-16384", "kiln-99999999999999999999", "kv-1", "KILN-1", "xkiln-1",
+		"kiln-1/../2", "kiln-0x1",
+	};
+	unsigned slot;
+
+	(void)state;
+	assert_int_equal(netns_slot("kiln-0", &slot), 0);
+	assert_int_equal(slot, 0);
+	assert_int_equal(netns_slot("kiln-16383", &slot), 0);
+	assert_int_equal(slot, 16383);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+		if (netns_slot(bad[i], &slot) == 0)
+			fail_msg("'%s' taken as a namespace name", bad[i]);
+}
+
+/* The pool's state is its directory's file names (netns_pool.c). */
+static void test_pool_entries(void **state)
+{
+	static const char *const other[] = {
+		"", ".", "..", "01", "1x", "-1", "16384", "1.buildin", ".building", "01.building",
+		"1.building.x", "x.building", "1 .building", "99999999999999999999999999999999999",
+		"tmp-1", "1.tmp",
+	};
+	unsigned slot = 77;
+
+	(void)state;
+	assert_int_equal(netns_pool_classify("0", &slot), POOL_READY);
+	assert_int_equal(slot, 0);
+	assert_int_equal(netns_pool_classify("42", &slot), POOL_READY);
+	assert_int_equal(slot, 42);
+	assert_int_equal(netns_pool_classify("16383.building", &slot), POOL_BUILDING);
+	assert_int_equal(slot, 16383);
+	assert_int_equal(netns_pool_classify(".tmp-123-4", &slot), POOL_TMP);
+	for (size_t i = 0; i < sizeof(other) / sizeof(*other); i++)
+		if (netns_pool_classify(other[i], &slot) != POOL_OTHER)
+			fail_msg("'%s' taken as a pool entry", other[i]);
+}
+
+/* A bad policy fails the take before anything is claimed: with no pool and no host access,
+ * the only way to get -1 back with the reason is the check. */
+static void test_pool_take_checks_policy(void **state)
+{
+	char name[NETNS_NAME_MAX], err[256];
+
+	(void)state;
+	assert_int_equal(netns_pool_take(NULL, "10.0.0.0/8,nonsense", false, name, sizeof(name),
+					 err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "nonsense"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -158,6 +215,9 @@ int main(void)
 		cmocka_unit_test(test_parse_cidr),
 		cmocka_unit_test(test_allow_sets),
 		cmocka_unit_test(test_empty_and_bad_allow_lists),
+		cmocka_unit_test(test_slot_names),
+		cmocka_unit_test(test_pool_entries),
+		cmocka_unit_test(test_pool_take_checks_policy),
 	};
 
 	return cmocka_run_group_tests_name("netns policy", tests, NULL, NULL);
