@@ -13,6 +13,7 @@
 #include "../common/log.h"
 #include "api_code.h"
 #include "db.h"
+#include "sandbox.h"
 
 #define CONNECTION_TIMEOUT_S	900	/* an idle client; a slow VM boot is not idle time */
 #define MAX_CONNECTIONS		256
@@ -130,7 +131,7 @@ static enum MHD_Result dispatch(struct request *r)
 	case R_HEALTH:
 		return reply_json(r, 200, json_pack("{s:s}", "status", "ok"));
 	case R_METRICS:
-		return reply_text(r, 200, "text/plain; version=0.0.4", db_metrics());
+		return reply_text(r, 200, "text/plain; version=0.0.4", sandbox_metrics());
 	case R_AGENTS:
 	case R_AGENT_CREDIT:
 	case R_USAGE:

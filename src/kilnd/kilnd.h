@@ -33,6 +33,7 @@ struct kilnd_config {
 	char recipes_dir[PATH_MAX];	/* images/: NAME/recipe and the build script */
 	char images_dir[PATH_MAX];	/* DATA/images: NAME.ext4 built through the API */
 	char ingress_addr[64];		/* where guest ports are exposed (api_network.c) */
+	unsigned net_pool_size;		/* namespaces kept ready (sandbox.c); 0: none */
 };
 
 extern struct kilnd_config cfg;

@@ -21,6 +21,7 @@
 
 #include "../common/log.h"
 #include "../common/unix_listen.h"
+#include "../host/netns_pool.h"
 #include "auth.h"
 #include "db.h"
 #include "http.h"
@@ -63,7 +64,7 @@ static void usage(void)
 	fprintf(stderr, "usage: kilnd [--socket PATH] [--listen ADDR:PORT] [--data DIR]\n"
 			"             [--admin-key-file FILE] [--prices FILE]\n"
 			"             [--template NAME=ROOTFS]... [--recipes DIR]\n"
-			"             [--ingress-addr IPV4] [-v]\n");
+			"             [--ingress-addr IPV4] [--net-pool N] [-v]\n");
 	exit(2);
 }
 
@@ -123,6 +124,19 @@ static void make_parent(const char *path)
 	}
 }
 
+#define DEFAULT_NET_POOL	2	/* started by the first sandbox with a network */
+
+/* --net-pool N: network namespaces kept ready (0 to 256). */
+static unsigned pool_size(const char *arg)
+{
+	char *end;
+	unsigned long n = strtoul(arg, &end, 10);
+
+	if (!*arg || *end || n > NETNS_POOL_MAX)
+		die(2, "--net-pool %s: a number of namespaces from 0 to %d", arg, NETNS_POOL_MAX);
+	return (unsigned)n;
+}
+
 /* --ingress-addr: the host address guest ports are exposed on (api_network.c). */
 static void ingress_addr(const char *addr)
 {
@@ -144,6 +158,7 @@ int main(int argc, char **argv)
 		{ "template", required_argument, NULL, 't' },
 		{ "recipes", required_argument, NULL, 'r' },
 		{ "ingress-addr", required_argument, NULL, 'i' },
+		{ "net-pool", required_argument, NULL, 'n' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ 0 }
 	};
@@ -154,6 +169,7 @@ int main(int argc, char **argv)
 	int c, fd, sig;
 
 	log_init("kilnd");
+	cfg.net_pool_size = DEFAULT_NET_POOL;
 	while ((c = getopt_long(argc, argv, "v", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's': sock = optarg; break;
@@ -164,6 +180,7 @@ int main(int argc, char **argv)
 		case 't': add_template(optarg); break;
 		case 'r': recipes = optarg; break;
 		case 'i': ingress_addr(optarg); break;
+		case 'n': cfg.net_pool_size = pool_size(optarg); break;
 		case 'v': log_set_verbose(true); break;
 		default: usage();
 		}
@@ -212,6 +229,7 @@ int main(int argc, char **argv)
 	processes_stop();
 	http_stop();
 	meter_stop();
+	sandbox_stop_pool();
 	db_close();
 	unlink(sock);
 	return 0;

@@ -4,6 +4,7 @@
 #include "sandbox.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,8 @@
 #include <unistd.h>
 
 #include "../common/log.h"
+#include "../host/netns.h"
+#include "../host/netns_pool.h"
 #include "../host/template.h"
 #include "../host/vmctl.h"
 #include "db.h"
@@ -99,14 +102,79 @@ int write_private_file(const char *text, const char *what, char *path, size_t le
 	return close(fd);
 }
 
-/* The vm_spec fields of a network: its policy in a private file, named in files[0], for
- * egress.c to copy (both removed by the caller). */
-static int network_spec(const struct net_config *net, const char *dir, struct vm_spec *spec,
-			char pcap[PATH_MAX], char files[1][PATH_MAX], struct api_error *e)
+static struct netns_pool *pool;
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* The namespace pool, started by the first sandbox that wants a network: a kilnd whose
+ * agents never ask for one never builds a namespace.  NULL without a pool (then takes make
+ * one on the spot). */
+static struct netns_pool *net_pool(void)
 {
+	static bool tried;
+	char dir[PATH_MAX], err[256];
+
+	pthread_mutex_lock(&pool_mu);
+	if (!tried && cfg.net_pool_size) {
+		tried = true;
+		snprintf(dir, sizeof(dir), "%s/net-pool", cfg.data_dir);
+		pool = netns_pool_start(dir, cfg.net_pool_size, err, sizeof(err));
+		if (!pool)
+			log_warn("network namespace pool: %s; making namespaces on demand", err);
+	}
+	pthread_mutex_unlock(&pool_mu);
+	return pool;
+}
+
+char *sandbox_metrics(void)
+{
+	struct netns_pool_stats st = { 0 };
+	char *db = db_metrics(), *out = NULL;
+
+	pthread_mutex_lock(&pool_mu);
+	if (pool)
+		netns_pool_stats(pool, &st);
+	pthread_mutex_unlock(&pool_mu);
+	if (db && asprintf(&out, "%s# HELP kilnd_netns_pool_ready Network namespaces ready.\n"
+			   "# TYPE kilnd_netns_pool_ready gauge\nkilnd_netns_pool_ready %u\n"
+			   "# HELP kilnd_netns_pool_takes_total Namespaces taken: from the pool "
+			   "(hit) or made on the spot (miss).\n"
+			   "# TYPE kilnd_netns_pool_takes_total counter\n"
+			   "kilnd_netns_pool_takes_total{from=\"pool\"} %llu\n"
+			   "kilnd_netns_pool_takes_total{from=\"new\"} %llu\n", db, st.ready,
+			   (unsigned long long)st.hits, (unsigned long long)st.misses) < 0)
+		out = NULL;
+	free(db);
+	return out;
+}
+
+void sandbox_stop_pool(void)
+{
+	pthread_mutex_lock(&pool_mu);
+	if (pool)
+		netns_pool_stop(pool, true);
+	pool = NULL;
+	pthread_mutex_unlock(&pool_mu);
+}
+
+/* The vm_spec fields of a network: a namespace with its nftables policy from the pool (in
+ * ns: vm_up owns it from here, vm_down destroys it), the egress policy in a private file
+ * named in files[0] for egress.c to copy (the caller removes it). */
+static int network_spec(const struct net_config *net, const char *dir, struct vm_spec *spec,
+			char ns[NETNS_NAME_MAX], char pcap[PATH_MAX], char files[1][PATH_MAX],
+			struct api_error *e)
+{
+	char why[256];
+
 	if (write_private_file(net->policy, "policy", files[0], PATH_MAX))
 		return api_fail(e, 500, "internal", NULL, "cannot write the egress policy: %s",
 				strerror(errno));
+	if (netns_pool_take(net_pool(), net->allow_cidrs, true, ns, NETNS_NAME_MAX, why,
+			    sizeof(why))) {
+		unlink(files[0]);
+		files[0][0] = 0;
+		return api_fail(e, 500, "network_failed", NULL, "network: %s", why);
+	}
+	spec->net_ns = ns;
 	spec->net = true;
 	spec->net_allow = net->allow_cidrs;
 	spec->net_rate = net->rate_bps;
@@ -122,7 +190,7 @@ static int create(const struct agent *a, const struct create_req *req,
 		  const struct net_config *net, json_t **out, struct api_error *e)
 {
 	char given[PATH_MAX], img[PATH_MAX], dir[PATH_MAX], snap[PATH_MAX] = "", *md = NULL;
-	char pcap[PATH_MAX], files[1][PATH_MAX] = { "" };
+	char pcap[PATH_MAX], files[1][PATH_MAX] = { "" }, ns[NETNS_NAME_MAX];
 	struct agent_error ae = { 0 };
 	struct sandbox s = { 0 };
 	struct create_req rq = *req, *r = &rq;
@@ -168,7 +236,7 @@ static int create(const struct agent *a, const struct create_req *req,
 	snprintf(spec.name, sizeof(spec.name), "%s", base ? base + 1 : given);
 	sandbox_dir(s.id, dir, sizeof(dir));
 	if (net && (db_set_network(s.id, net->record) ||
-		    network_spec(net, dir, &spec, pcap, files, e))) {
+		    network_spec(net, dir, &spec, ns, pcap, files, e))) {
 		if (!e->status)
 			api_fail(e, 500, "internal", NULL, "cannot record the network");
 		db_transition(s.id, "creating", "failed", e->message);

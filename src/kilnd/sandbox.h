@@ -39,6 +39,13 @@ void sandbox_adopt_all(void);
 /* A running sandbox whose VMM is gone becomes lost; returns true if it was. */
 bool sandbox_check_alive(const struct sandbox *s);
 
+/* Prometheus text for /metrics: db_metrics() and the namespace pool's (malloc'd). */
+char *sandbox_metrics(void);
+
+/* Stop the network namespace pool (at shutdown): idle namespaces are removed, those of
+ * sandboxes stay with them. */
+void sandbox_stop_pool(void);
+
 /* Root image of a template name: a --template registration, else one built through the API
  * (DATA/images/NAME.ext4, api_templates.c), else build/images/NAME.ext4. */
 int template_rootfs(const char *name, char *path, size_t len);

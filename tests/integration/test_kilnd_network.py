@@ -181,6 +181,29 @@ def test_replacing_the_policy_live(world, sb):
     assert status != 0 and "hello" not in out, out
 
 
+def metric(k, name):
+    status, text = k.request("GET", "/metrics")
+    for line in text.decode().splitlines():
+        if line.startswith(name + " "):
+            return int(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
+def test_later_networks_come_from_the_pool(world):
+    """The first networked sandbox started the pool; a later one takes a namespace from it."""
+    k, key = world["k"], world["key"]
+    deadline = time.monotonic() + 120
+    while metric(k, "kilnd_netns_pool_ready") < 1 and time.monotonic() < deadline:
+        time.sleep(1)
+    hits = metric(k, 'kilnd_netns_pool_takes_total{from="pool"}')
+    status, other = k.request("POST", "/v1/sandboxes", {"network": {}}, key=key)
+    assert status == 201, other
+    assert metric(k, 'kilnd_netns_pool_takes_total{from="pool"}') == hits + 1
+    status, out = sh_in(world, other, "timeout 20 wget -O - http://10.99.0.2/hello.txt")
+    assert status != 0 and "hello" not in out, out                # its own, empty policy
+    assert k.request("DELETE", f"/v1/sandboxes/{other['id']}", key=key)[0] == 200
+
+
 def test_no_network_means_no_nic(world):
     k, key = world["k"], world["key"]
     status, plain = k.request("POST", "/v1/sandboxes", {"network": None}, key=key)
