@@ -133,7 +133,6 @@ static int parse_snapshot_name(const char *name, unsigned *cpus, unsigned *memor
 			       uint64_t *hash)
 {
 	const char *dash = strrchr(name, '-'), *p;
-	unsigned long long h;
 	int end = 0;
 
 	if (!dash || strlen(dash + 1) != 16 || dash == name)
@@ -142,12 +141,10 @@ static int parse_snapshot_name(const char *name, unsigned *cpus, unsigned *memor
 		;
 	if (p == name || sscanf(p, "-%ux%u-%n", cpus, memory_mib, &end) != 2 || p + end != dash + 1)
 		return -1;
-	if (sscanf(dash + 1, "%16llx%n", &h, &end) != 1 || end != 16)
-		return -1;
 	for (p = dash + 1; *p; p++)
 		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
 			return -1;
-	*hash = h;
+	*hash = strtoull(dash + 1, NULL, 16);
 	return 0;
 }
 
