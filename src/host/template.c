@@ -123,13 +123,66 @@ static bool snapshot_matches(const char *dir, const char *key)
 	return strcmp(saved, key) == 0;
 }
 
+/*
+ * A warm snapshot directory is named "IMAGE-CPUSxMEM-HASH": IMAGE is only for people reading
+ * the cache (`kiln warm --rootfs FILE` names it after FILE, kilnd after the template), so a
+ * lookup goes by the shape and the key's hash, whatever the directory's first part says.
+ * 0 and the name's shape and hash if name has that form.
+ */
+static int parse_snapshot_name(const char *name, unsigned *cpus, unsigned *memory_mib,
+			       uint64_t *hash)
+{
+	const char *dash = strrchr(name, '-'), *p;
+	int end = 0;
+
+	if (!dash || strlen(dash + 1) != 16 || dash == name)
+		return -1;
+	for (p = dash - 1; p > name && *p != '-'; p--)
+		;
+	if (p == name || sscanf(p, "-%ux%u-%n", cpus, memory_mib, &end) != 2 || p + end != dash + 1)
+		return -1;
+	for (p = dash + 1; *p; p++)
+		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+			return -1;
+	*hash = strtoull(dash + 1, NULL, 16);
+	return 0;
+}
+
+/* Any complete snapshot in the cache whose key is key, whatever its image part is named. */
+static int find_by_key(const struct vm_spec *s, const char *key, char *dir, size_t len)
+{
+	char warm[PATH_MAX], path[PATH_MAX * 2];
+	uint64_t want = fnv1a64(key), hash;
+	unsigned cpus, memory_mib;
+	struct dirent *d;
+	int ret = -1;
+	DIR *dp;
+
+	snprintf(warm, sizeof(warm), "%s/warm", cache_dir());
+	dp = opendir(warm);
+	if (!dp)
+		return -1;
+	while (ret && (d = readdir(dp))) {
+		if (parse_snapshot_name(d->d_name, &cpus, &memory_mib, &hash) ||
+		    cpus != s->cpus || memory_mib != s->memory_mib || hash != want)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", warm, d->d_name);
+		if (snapshot_matches(path, key) && (size_t)snprintf(dir, len, "%s", path) < len)
+			ret = 0;
+	}
+	closedir(dp);
+	return ret;
+}
+
 int template_find(const struct vm_spec *s, char *dir, size_t len)
 {
 	char key[8192];
 
 	describe(s, key, sizeof(key));
 	snapshot_dir(s, key, dir, len);
-	return snapshot_matches(dir, key) ? 0 : -1;
+	if (snapshot_matches(dir, key))
+		return 0;
+	return find_by_key(s, key, dir, len);
 }
 
 /* Run sh -c script in the guest as root; its exit status, or -1 with e set. */
@@ -295,6 +348,47 @@ static int rm_quiet(const char *path)
 	return run_quiet(argv);
 }
 
+/*
+ * Whether the snapshot in dir is still usable by the image it was made from: its saved key is
+ * what describe() says today for that image (the path on its rootfs= line) and its shape.
+ * Another image whose file has the same name (two templates' root.ext4) must keep its own.
+ */
+static bool still_current(const char *dir, const struct vm_spec *s)
+{
+	char saved[8192], now[8192], path[PATH_MAX], rootfs[PATH_MAX];
+	struct vm_spec other = *s;
+	char *line, *end;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "%s/key", dir);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	n = fread(saved, 1, sizeof(saved) - 1, f);
+	fclose(f);
+	saved[n] = 0;
+	line = strstr(saved, "\nrootfs=");
+	if (!line)
+		return false;
+	line += strlen("\nrootfs=");
+	end = strchr(line, '\n');
+	if (!end || (size_t)(end - line) >= sizeof(rootfs))
+		return false;
+	snprintf(rootfs, sizeof(rootfs), "%.*s", (int)(end - line), line);
+	/* "PATH SIZE MTIME": the path is what comes before the last two fields. */
+	for (int i = 0; i < 2; i++) {
+		char *sp = strrchr(rootfs, ' ');
+
+		if (!sp)
+			return false;
+		*sp = 0;
+	}
+	other.rootfs = rootfs;
+	describe(&other, now, sizeof(now));
+	return strcmp(saved, now) == 0;
+}
+
 /* Remove older snapshots of the same image and shape: a rebuild makes them stale for good. */
 static void remove_stale(const struct vm_spec *s, const char *keep)
 {
@@ -313,7 +407,8 @@ static void remove_stale(const struct vm_spec *s, const char *keep)
 		    strlen(d->d_name) != strlen(keep_name))
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", warm, d->d_name);
-		rm_quiet(path);
+		if (!still_current(path, s))
+			rm_quiet(path);
 	}
 	closedir(dp);
 }
@@ -322,29 +417,23 @@ void template_each(const struct vm_spec *s,
 		   void (*fn)(const char *dir, unsigned cpus, unsigned memory_mib, void *ctx),
 		   void *ctx)
 {
-	char warm[PATH_MAX], prefix[NAME_MAX + 2], path[PATH_MAX * 2], found[PATH_MAX];
+	char warm[PATH_MAX], path[PATH_MAX * 2], key[8192];
 	struct vm_spec shape = *s;
 	struct dirent *d;
-	size_t plen;
+	uint64_t hash;
 	DIR *dp;
 
 	snprintf(warm, sizeof(warm), "%s/warm", cache_dir());
-	image_prefix(s, prefix, sizeof(prefix));
-	plen = strlen(prefix);
 	dp = opendir(warm);
 	if (!dp)
 		return;
 	while ((d = readdir(dp))) {
-		char hex[17];
-		int end = 0;
-
-		if (strncmp(d->d_name, prefix, plen) ||
-		    sscanf(d->d_name + plen, "%ux%u-%16[0-9a-f]%n", &shape.cpus, &shape.memory_mib,
-			   hex, &end) != 3 || d->d_name[plen + end])
+		if (parse_snapshot_name(d->d_name, &shape.cpus, &shape.memory_mib, &hash))
 			continue;
-		/* The name alone is not enough: another image may share the file name. */
+		/* Only the key tells whose it is: names are for people, and may repeat. */
+		describe(&shape, key, sizeof(key));
 		snprintf(path, sizeof(path), "%s/%s", warm, d->d_name);
-		if (template_find(&shape, found, sizeof(found)) == 0 && !strcmp(found, path))
+		if (hash == fnv1a64(key) && snapshot_matches(path, key))
 			fn(path, shape.cpus, shape.memory_mib, ctx);
 	}
 	closedir(dp);

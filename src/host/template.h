@@ -6,7 +6,10 @@
  * a hash of everything the frozen guest depends on: the root image, kernel, initramfs and
  * kiln-vmm (each by path, size and modification time), vCPUs, memory and scratch size, and the
  * host kernel (a snapshot holds KVM state of this host's kind).  Rebuild any of them and the
- * key changes, so a stale snapshot is never used; `kiln warm` builds the new one.
+ * key changes, so a stale snapshot is never used; `kiln warm` builds the new one.  The
+ * directory is named "IMAGE-CPUSxMEM-HASH" (IMAGE: the vm_spec's name, the image file's name for
+ * `kiln warm`, the template's for kilnd) but found by shape and key alone, so a snapshot made
+ * by either serves both whatever the image file is called.
  *
  * Warming: boot, wait for the agent, run /etc/kiln/warmup from the image if it has one (a shell
  * script: what it leaves in memory and on the scratch disk every clone has), then, if the image

@@ -16,7 +16,7 @@
 
 struct vm_spec {
 	const char *rootfs;		/* read-only ext4 root image, absolute */
-	char name[64];			/* the image's file name, to name its warm snapshots */
+	char name[64];			/* names its warm snapshots: the image file or template */
 	unsigned cpus, memory_mib;
 	unsigned scratch_mib;		/* sparse writable layer */
 	const char *hostname;

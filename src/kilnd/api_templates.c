@@ -134,17 +134,14 @@ struct tspec {
 
 static int template_spec(const char *name, unsigned cpus, unsigned memory_mib, struct tspec *t)
 {
-	const char *base;
-
 	memset(t, 0, sizeof(*t));
 	if (template_rootfs(name, t->given, sizeof(t->given)) || !realpath(t->given, t->image))
 		return -1;
-	base = strrchr(t->given, '/');
 	t->spec.rootfs = t->image;
 	t->spec.cpus = cpus;
 	t->spec.memory_mib = memory_mib;
 	t->spec.scratch_mib = SANDBOX_SCRATCH_MIB;
-	snprintf(t->spec.name, sizeof(t->spec.name), "%s", base ? base + 1 : t->given);
+	snprintf(t->spec.name, sizeof(t->spec.name), "%s", name);
 	return 0;
 }
 

@@ -231,9 +231,9 @@ static int create(const struct agent *a, const struct create_req *req,
 	free(md);
 	spec = (struct vm_spec){ .rootfs = img, .cpus = r->cpus, .memory_mib = r->memory_mib,
 				 .scratch_mib = SANDBOX_SCRATCH_MIB, .hostname = s.id };
-	const char *base = strrchr(given, '/');
-
-	snprintf(spec.name, sizeof(spec.name), "%s", base ? base + 1 : given);
+	/* Warm snapshots are named after the template (as `kiln warm --image NAME` names them),
+	 * not the file: --template paths are real paths, and every cached image is root.ext4. */
+	snprintf(spec.name, sizeof(spec.name), "%s", r->template);
 	sandbox_dir(s.id, dir, sizeof(dir));
 	if (net && (db_set_network(s.id, net->record) ||
 		    network_spec(net, dir, &spec, ns, pcap, files, e))) {
