@@ -538,6 +538,7 @@ static int build(const char *ns, unsigned slot, const char *allow, bool services
 	    ns_sysctls(ns, err, errlen) ||
 	    ip(err, errlen, "-n %s link set lo up", ns) ||
 	    ip(err, errlen, "-n %s tuntap add dev " NETNS_TAP " mode tap", ns) ||
+	    ip(err, errlen, "-n %s link set " NETNS_TAP " address " NETNS_GATEWAY_MAC, ns) ||
 	    ip(err, errlen, "-n %s addr add " NETNS_GATEWAY "/30 dev " NETNS_TAP, ns) ||
 	    ip(err, errlen, "-n %s link set " NETNS_TAP " up", ns) ||
 	    ip(err, errlen, "link add %s type veth peer name " NETNS_UPLINK " netns %s", hostif,

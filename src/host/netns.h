@@ -15,6 +15,10 @@
 #define NETNS_UPLINK		"eth-up"	/* namespace end of the veth */
 #define NETNS_GATEWAY		"10.0.2.1"	/* the tap's address: the guest's gateway */
 #define NETNS_GUEST		"10.0.2.2"
+/* The gateway's MAC, the same in every namespace: a guest restored into another namespace
+ * keeps the gateway in its ARP cache, and a tap drops frames not addressed to its own MAC.
+ * Locally administered. */
+#define NETNS_GATEWAY_MAC	"02:6b:69:6c:6e:01"
 #define NETNS_MAX_CIDRS		256
 #define NETNS_ALLOW_MAX		8192
 #define NETNS_NAME_MAX		32
