@@ -18,7 +18,7 @@
 /* The gateway's MAC, the same in every namespace: a guest restored into another namespace
  * keeps the gateway in its ARP cache, and a tap drops frames not addressed to its own MAC.
  * Locally administered. */
-#define NETNS_GATEWAY_MAC	"02:6b:69:6c:6e:01"
+#define NETNS_GATEWAY_MAC	"02:6b:69:6c:6e:fe"	/* the guest is ...:01 */
 #define NETNS_MAX_CIDRS		256
 #define NETNS_ALLOW_MAX		8192
 #define NETNS_NAME_MAX		32
