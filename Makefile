@@ -40,6 +40,8 @@ KILND_LIBS := -lmicrohttpd -ljansson -lsqlite3 -lcrypto
 # Egress policy and DNS wire format, shared by kiln-dns and its unit tests (test_egress_*).
 NET_LIB    := src/net/dns_msg.c src/net/egress_policy.c src/net/sniff.c src/net/listen_in_netns.c \
 	      src/net/secrets.c src/net/relay.c src/net/text_file.c
+# What the host programs (kiln, kilnd) share with them: checking a sandbox's secrets file.
+HOST_NET   := src/net/secrets.c src/net/egress_policy.c src/net/text_file.c
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 TEST_GUEST_BINS := $(patsubst tests/guest/%.c,$(B)/tests/guest/%,$(wildcard tests/guest/*.c))
 UNIT_BINS  := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
@@ -115,11 +117,13 @@ $(B)/asan/tests/test_netns: $(call asan_obj,tests/unit/test_netns.c src/host/net
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $(SANITIZE) $^ -lcmocka -o $@
 
-$(B)/kiln: $(call obj,$(CLI_SRC) $(HOST_SRC) $(CLIENT_SRC) $(PROTO_SRC) src/common/sparse_file.c)
+$(B)/kiln: $(call obj,$(CLI_SRC) $(HOST_SRC) $(HOST_NET) $(CLIENT_SRC) $(PROTO_SRC) \
+		     src/common/sparse_file.c)
 	$(CC) $(LDFLAGS) $^ -ljansson -o $@
 
 # The sandbox service (docs/kilnd.md).
-$(B)/kilnd: $(call obj,$(KILND_SRC) $(HOST_SRC) $(CLIENT_SRC) $(PROTO_SRC) $(COMMON_SRC))
+$(B)/kilnd: $(call obj,$(KILND_SRC) $(HOST_SRC) $(HOST_NET) $(CLIENT_SRC) $(PROTO_SRC) \
+		      $(COMMON_SRC))
 	$(CC) $(LDFLAGS) $^ $(KILND_LIBS) -o $@
 
 # kiln-init runs as PID 1 in every guest, from an initramfs of its own, so root images need
