@@ -60,9 +60,9 @@ bool egress_has_secrets(const char *dir);
 char **egress_guest_env(const char *dir, char *err, size_t errlen);
 void egress_env_free(char **env);
 
-/* Install dir's CA certificate in the trust store of the guest whose agent is on fd
+/* Install dir's CA certificate in the trust store of dir's running guest, through its agent
  * (egress_guest.c).  0 or -1 with e set. */
-int egress_guest_install(const char *dir, int fd, struct agent_error *e);
+int egress_guest_install(const char *dir, struct agent_error *e);
 
 /* Replace dir's egress policy with the file policy, live (SIGHUP).  0 or -1 with err. */
 int egress_set_policy(const char *dir, const char *policy, char *err, size_t errlen);

@@ -7,7 +7,8 @@
  * and write the CA alone where update-ca-certificates and NODE_EXTRA_CA_CERTS find it.  Only
  * ca.pem, which is public, ever crosses; the key stays in the VM directory.
  *
- * The guest answers what it likes: the bundle it sends is read into a sealed memfd that cannot
+ * The agent serves one request per connection, so each step connects anew.  The guest answers
+ * what it likes: the bundle it sends is read into a sealed memfd that cannot
  * grow past EGRESS_BUNDLE_MAX, and is otherwise treated as opaque bytes that go back to it.
  */
 #include "egress.h"
@@ -22,6 +23,8 @@
 #include <unistd.h>
 
 #include "../net/text_file.h"
+#include "../proto/proto.h"
+#include "vmctl.h"
 
 #define EGRESS_BUNDLE_MAX	(8 << 20)
 #define CA_PEM_MAX		(64 << 10)
@@ -36,18 +39,33 @@ static int set_err(struct agent_error *e, int err, const char *msg, const char *
 	return -1;
 }
 
+static int connect_agent(const char *dir, struct agent_error *e)
+{
+	char sock[PATH_MAX];
+
+	vm_sock_path(dir, sock, sizeof(sock));
+	return agent_connect(sock, PROTO_AGENT_PORT, 10000, e);
+}
+
 /* The guest's bundle into buf (malloc'd, *len bytes); an absent one is empty. */
-static int read_bundle(int fd, char **buf, size_t *len, struct agent_error *e)
+static int read_bundle(const char *dir, char **buf, size_t *len, struct agent_error *e)
 {
 	int mfd = memfd_create("kiln-bundle", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	uint64_t got = 0;
-	int r = -1;
+	int r = -1, fd, rd;
 
 	*buf = NULL;
 	if (mfd < 0 || ftruncate(mfd, EGRESS_BUNDLE_MAX) ||
-	    fcntl(mfd, F_ADD_SEALS, F_SEAL_GROW | F_SEAL_SHRINK))
-		return set_err(e, errno, "memfd", NULL);
-	if (agent_read_file(fd, EGRESS_GUEST_BUNDLE, mfd, &got, e)) {
+	    fcntl(mfd, F_ADD_SEALS, F_SEAL_GROW | F_SEAL_SHRINK)) {
+		set_err(e, errno, "memfd", NULL);
+		goto out;
+	}
+	fd = connect_agent(dir, e);
+	if (fd < 0)
+		goto out;
+	rd = agent_read_file(fd, EGRESS_GUEST_BUNDLE, mfd, &got, e);
+	close(fd);
+	if (rd) {
 		if (e->err != ENOENT) {
 			set_err(e, e->err, "cannot read the guest's CA bundle (over 8 MiB?)",
 				EGRESS_GUEST_BUNDLE);
@@ -65,7 +83,8 @@ static int read_bundle(int fd, char **buf, size_t *len, struct agent_error *e)
 	*len = got;
 	r = 0;
 out:
-	close(mfd);
+	if (mfd >= 0)
+		close(mfd);
 	if (r) {
 		free(*buf);
 		*buf = NULL;
@@ -87,25 +106,30 @@ static void strip_kiln_blocks(char *text, size_t *len)
 	}
 }
 
-static int write_guest(int fd, const char *path, const char *data, size_t len,
+static int write_guest(const char *dir, const char *path, const char *data, size_t len,
 		       struct agent_error *e)
 {
-	int mfd = memfd_create("kiln-ca", MFD_CLOEXEC);
+	int mfd = memfd_create("kiln-ca", MFD_CLOEXEC), fd;
 	uint64_t bytes = 0;
-	int r;
+	int r = -1;
 
 	if (mfd < 0)
 		return set_err(e, errno, "memfd", NULL);
 	if (write(mfd, data, len) != (ssize_t)len || lseek(mfd, 0, SEEK_SET)) {
-		close(mfd);
-		return set_err(e, errno, "memfd", NULL);
+		set_err(e, errno, "memfd", NULL);
+		goto out;
 	}
-	r = agent_write_file(fd, path, 0644, mfd, &bytes, e);
+	fd = connect_agent(dir, e);
+	if (fd >= 0) {
+		r = agent_write_file(fd, path, 0644, mfd, &bytes, e);
+		close(fd);
+	}
+out:
 	close(mfd);
 	return r;
 }
 
-int egress_guest_install(const char *dir, int fd, struct agent_error *e)
+int egress_guest_install(const char *dir, struct agent_error *e)
 {
 	char path[PATH_MAX], err[256], *pem, *bundle = NULL, *out = NULL;
 	size_t len = 0, plen;
@@ -116,7 +140,7 @@ int egress_guest_install(const char *dir, int fd, struct agent_error *e)
 	if (!pem)
 		return set_err(e, EIO, err, NULL);
 	plen = strlen(pem);
-	if (read_bundle(fd, &bundle, &len, e))
+	if (read_bundle(dir, &bundle, &len, e))
 		goto out;
 	strip_kiln_blocks(bundle, &len);
 	out = malloc(len + plen + strlen(MARK_BEGIN) + strlen(MARK_END) + 2);
@@ -132,8 +156,8 @@ int egress_guest_install(const char *dir, int fd, struct agent_error *e)
 		out[n++] = '\n';
 	n += sprintf(out + n, "%s%s%s%s", MARK_BEGIN, pem,
 		     plen && pem[plen - 1] != '\n' ? "\n" : "", MARK_END);
-	if (write_guest(fd, EGRESS_GUEST_BUNDLE, out, n, e) ||
-	    write_guest(fd, EGRESS_GUEST_CA, pem, plen, e))
+	if (write_guest(dir, EGRESS_GUEST_BUNDLE, out, n, e) ||
+	    write_guest(dir, EGRESS_GUEST_CA, pem, plen, e))
 		goto out;
 	r = 0;
 out:

@@ -466,23 +466,19 @@ static int start(const char *dir, pid_t pid, const struct first_request *r,
 static int egress_secrets_to_guest(const char *dir, bool set_env, struct agent_error *e)
 {
 	char sock[PATH_MAX], **env = NULL;
-	int fd, r = -1;
+	int fd, r;
 
 	if (!egress_has_secrets(dir))
 		return 0;
 	if (set_env && !(env = egress_guest_env(dir, e->message, sizeof(e->message))))
 		return -1;
-	vm_sock_path(dir, sock, sizeof(sock));
-	fd = agent_connect(sock, PROTO_AGENT_PORT, 10000, e);
-	if (fd >= 0) {
-		r = egress_guest_install(dir, fd, e);
-		close(fd);
-	}
-	if (!r && set_env && (fd = agent_connect(sock, PROTO_AGENT_PORT, 10000, e)) >= 0) {
-		r = agent_set_identity(fd, NULL, NULL, env, e);
-		close(fd);
-	} else if (!r && set_env) {
-		r = -1;
+	r = egress_guest_install(dir, e);
+	if (!r && set_env) {
+		vm_sock_path(dir, sock, sizeof(sock));
+		fd = agent_connect(sock, PROTO_AGENT_PORT, 10000, e);
+		r = fd < 0 ? -1 : agent_set_identity(fd, NULL, NULL, env, e);
+		if (fd >= 0)
+			close(fd);
 	}
 	egress_env_free(env);
 	if (r && !e->message[0])
