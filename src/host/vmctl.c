@@ -533,7 +533,9 @@ int vm_clone(const char *dir, const char *snap_dir, const struct vm_spec *s,
 	/* Not durable: a clone that does not survive a host crash has nothing to lose. */
 	if (sparse_copy_file(from, to, false, e->message, sizeof(e->message)))
 		return -1;
-	if (egress_has_secrets(abs) && !(env = egress_guest_env(abs, e->message, sizeof(e->message))))
+	/* kilnd makes a networked clone's egress (and its secrets) in dir before this. */
+	if (egress_has_secrets(abs) &&
+	    !(env = egress_guest_env(abs, e->message, sizeof(e->message))))
 		return -1;
 	r = start(abs, spawn_restore(abs, snap_dir),
 		  &(struct first_request){ .identity = true, .new_id = true, .env = env,
