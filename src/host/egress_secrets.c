@@ -216,15 +216,19 @@ static int write_private(const char *path, const char *text, size_t len, char *e
 	snprintf(tmp, sizeof(tmp), "%s.new", path);
 	unlink(tmp);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0 || write(fd, text, len) != (ssize_t)len || fsync(fd) || close(fd) ||
-	    rename(tmp, path)) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		unlink(tmp);
-		return -1;
+	if (fd < 0)
+		goto fail;
+	if (write(fd, text, len) != (ssize_t)len || fsync(fd)) {
+		close(fd);
+		goto fail;
 	}
+	if (close(fd) || rename(tmp, path))
+		goto fail;
 	return 0;
+fail:
+	snprintf(err, errlen, "%s: %s", path, strerror(errno));
+	unlink(tmp);
+	return -1;
 }
 
 static int make_ca(const char *dir, char *err, size_t errlen)
