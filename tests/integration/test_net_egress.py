@@ -195,7 +195,7 @@ def guest_stream_holds(vm, script, needles, timeout=900):
     the value in the guest's memory)."""
     p = subprocess.Popen([str(ROOT / "build" / "kiln"), "exec", "--dir", str(vm), "--timeout",
                           str(timeout), "--", "sh", "-c", script],
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     keep = max(len(n) for n in needles)
     found, tail, total = set(), b"", 0
     while True:
@@ -206,7 +206,8 @@ def guest_stream_holds(vm, script, needles, timeout=900):
         window = tail + chunk
         found |= {n for n in needles if n in window}
         tail = window[-keep:]
-    assert p.wait(timeout=60) == 0
+    err = p.stderr.read().decode(errors="replace")
+    assert p.wait(timeout=60) == 0, f"after {total} bytes: {err}"
     return found, total
 
 
