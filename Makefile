@@ -40,6 +40,8 @@ KILND_LIBS := -lmicrohttpd -ljansson -lsqlite3 -lcrypto
 # Egress policy and DNS wire format, shared by kiln-dns and its unit tests (test_egress_*).
 NET_LIB    := src/net/dns_msg.c src/net/egress_policy.c src/net/sniff.c src/net/listen_in_netns.c \
 	      src/net/secrets.c src/net/relay.c src/net/text_file.c src/net/http_framing.c
+# What the host programs (kiln, kilnd) share with them: checking a sandbox's secrets file.
+HOST_NET   := src/net/secrets.c src/net/egress_policy.c src/net/text_file.c
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 TEST_GUEST_BINS := $(patsubst tests/guest/%.c,$(B)/tests/guest/%,$(wildcard tests/guest/*.c))
 UNIT_BINS  := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
@@ -119,15 +121,16 @@ $(B)/asan/tests/test_netns: $(call asan_obj,tests/unit/test_netns.c $(NETNS_LIB)
 
 # Drives the namespace pool for tests/host/test_netns_pool.py, bench/netns and test_net.py
 # (root); boots VMs with vmctl like kilnd.
-$(B)/tests/netns-pool: $(call obj,tests/host/netns_pool_tool.c $(HOST_SRC) $(CLIENT_SRC) \
-			$(PROTO_SRC) src/common/sparse_file.c)
+$(B)/tests/netns-pool: $(call obj,tests/host/netns_pool_tool.c $(HOST_SRC) $(HOST_NET) \
+			$(CLIENT_SRC) $(PROTO_SRC) src/common/sparse_file.c)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $^ -ljansson -o $@
 
-$(B)/kiln: $(call obj,$(CLI_SRC) $(HOST_SRC) $(CLIENT_SRC) $(PROTO_SRC) src/common/sparse_file.c)
+$(B)/kiln: $(call obj,$(CLI_SRC) $(HOST_SRC) $(HOST_NET) $(CLIENT_SRC) $(PROTO_SRC) \
+		     src/common/sparse_file.c)
 	$(CC) $(LDFLAGS) $^ -ljansson -o $@
 
-# The sandbox service (docs/kilnd.md).
+# The sandbox service (docs/kilnd.md); NET_LIB holds HOST_NET.
 $(B)/kilnd: $(call obj,$(KILND_SRC) $(HOST_SRC) $(CLIENT_SRC) $(PROTO_SRC) $(COMMON_SRC) $(NET_LIB))
 	$(CC) $(LDFLAGS) $^ $(KILND_LIBS) -o $@
 

@@ -62,7 +62,7 @@ struct opts {
 	const char *cwd, *user;
 	bool tty, background, recursive, cold, verbose, net;
 	unsigned timeout_s, depth;
-	const char *net_allow, *net_pcap, *net_policy;
+	const char *net_allow, *net_pcap, *net_policy, *net_secrets, *net_upstream_ca;
 	unsigned net_rate_kib;
 };
 
@@ -91,7 +91,9 @@ static void usage(void)
 		"       (run and up also take --cold: boot, do not clone the warm snapshot; -v;\n"
 		"        --net: a NIC, TCP only to --net-allow CIDR[,CIDR...], --net-rate KIB/s,\n"
 		"        --net-pcap FILE: every frame captured, up to 64 MiB; --net-policy FILE: DNS\n"
-		"        and web traffic through kiln-dns and kiln-proxy under that policy,\n"
+		"        and web traffic through kiln-dns and kiln-proxy under that policy;\n"
+		"        --net-secrets FILE: credentials kiln-proxy adds, the guest sees only\n"
+		"        placeholders; --net-upstream-ca PEM: roots for upstreams (tests),\n"
 		"        docs/egress.md)\n"
 		"       kiln exec --dir DIR|--sock SOCK [-e K=V]... [-w DIR] [-u USER] [-t]\n"
 		"                 [--timeout SEC] -- CMD [ARGS...]\n"
@@ -135,6 +137,8 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "net-rate", required_argument, NULL, 'L' },
 		{ "net-pcap", required_argument, NULL, 'P' },
 		{ "net-policy", required_argument, NULL, 'G' },
+		{ "net-secrets", required_argument, NULL, 'S' },
+		{ "net-upstream-ca", required_argument, NULL, 'U' },
 		{ 0 }
 	};
 	int c;
@@ -173,6 +177,8 @@ static int parse(int argc, char **argv, struct opts *o)
 		case 'A': o->net = true; o->net_allow = optarg; break;
 		case 'P': o->net = true; o->net_pcap = optarg; break;
 		case 'G': o->net = true; o->net_policy = optarg; break;
+		case 'S': o->net_secrets = optarg; break;
+		case 'U': o->net_upstream_ca = optarg; break;
 		case 'L': o->net = true; o->net_rate_kib = number("--net-rate", optarg, 1, 1 << 30);
 			break;
 		default: usage();
@@ -330,6 +336,31 @@ static const char *target_sock(const struct opts *o, char *buf, size_t len)
 	return buf;
 }
 
+/* --net-secrets, checked before anything starts; its paths made absolute (the VM directory's
+ * services outlive us). */
+static void net_secrets_of(const struct opts *o, struct vm_spec *s)
+{
+	static char secrets[PATH_MAX], upstream_ca[PATH_MAX];
+	char err[512];
+
+	if (o->net_upstream_ca && !o->net_secrets)
+		fail("--net-upstream-ca needs --net-secrets%s", "");
+	if (!o->net_secrets)
+		return;
+	if (!o->net_policy)
+		fail("--net-secrets needs --net-policy (the proxy that injects them)%s", "");
+	if (!realpath(o->net_secrets, secrets))
+		fail("--net-secrets %s: no such file", o->net_secrets);
+	if (egress_check_secrets(secrets, err, sizeof(err)))
+		fail("--net-secrets: %s", err);
+	s->net_secrets = secrets;
+	if (o->net_upstream_ca) {
+		if (!realpath(o->net_upstream_ca, upstream_ca))
+			fail("--net-upstream-ca %s: no such file", o->net_upstream_ca);
+		s->net_upstream_ca = upstream_ca;
+	}
+}
+
 /* img receives the root image's real path: snapshots record it, and an image rebuild that
  * moves build/images/NAME.ext4 to a new file must not change what an old snapshot reads. */
 static void vm_spec_of(const struct opts *o, struct vm_spec *s, char *img, size_t len)
@@ -371,6 +402,7 @@ static void vm_spec_of(const struct opts *o, struct vm_spec *s, char *img, size_
 			fail("--net-policy %s: no such file", o->net_policy);
 		s->net_policy = policy;
 	}
+	net_secrets_of(o, s);
 	const char *base = strrchr(given, '/');
 
 	snprintf(s->name, sizeof(s->name), "%s", base ? base + 1 : given);

@@ -51,13 +51,19 @@ static int set_clock(uint64_t ns)
 	return clock_settime(CLOCK_REALTIME, &ts);
 }
 
-/* Environment file: "K=V" lines, replaced atomically. */
+/* Environment file: "K=V" lines, replaced atomically.  A request with neither a sandbox id
+ * nor variables (a resume) keeps it: the host's secrets placeholders and CA variables, and
+ * the id, belong to the sandbox, not to one run of its VMM. */
 static int save_env(const struct request *req)
 {
 	uint32_t off = 0;
 	struct field f;
 	FILE *out;
 	char id[129];
+
+	if (!frame_find(req->payload, req->len, TAG_SANDBOX_ID, &f) &&
+	    !frame_find(req->payload, req->len, TAG_ENV, &f))
+		return 0;
 
 	mkdir("/run/kiln", 0700);
 	out = fopen(IDENTITY_ENV_FILE ".tmp", "we");

@@ -64,16 +64,49 @@ static int copy_policy(const char *dir, const char *policy, char *err, size_t er
 static pid_t spawn(const char *dir, const char *ns, const struct service *sv)
 {
 	char prog[PATH_MAX], policy[PATH_MAX], log[PATH_MAX], errf[PATH_MAX];
+	char secrets[PATH_MAX], ca[PATH_MAX], upstream_ca[PATH_MAX];
 	char dns[32], http[32], tls[32];
+	const char *argv[20];
+	int n = 0;
 	pid_t pid;
 
 	artefact(sv->env, sv->name, prog, sizeof(prog));
 	snprintf(policy, sizeof(policy), "%s/egress.policy", dir);
+	snprintf(secrets, sizeof(secrets), "%s/" EGRESS_SECRETS_FILE, dir);
+	snprintf(ca, sizeof(ca), "%s/" EGRESS_CA_DIR, dir);
+	snprintf(upstream_ca, sizeof(upstream_ca), "%s/" EGRESS_UPSTREAM_CA, dir);
 	file_in(dir, sv->name, "log", log, sizeof(log));
 	file_in(dir, sv->name, "err", errf, sizeof(errf));
 	snprintf(dns, sizeof(dns), NETNS_GATEWAY ":%d", NETNS_DNS_PORT);
 	snprintf(http, sizeof(http), NETNS_GATEWAY ":%d", NETNS_HTTP_PORT);
 	snprintf(tls, sizeof(tls), NETNS_GATEWAY ":%d", NETNS_TLS_PORT);
+	argv[n++] = prog;
+	if (!strcmp(sv->name, "kiln-dns")) {
+		argv[n++] = "--listen";
+		argv[n++] = dns;
+	} else {
+		argv[n++] = "--http";
+		argv[n++] = http;
+		argv[n++] = "--tls";
+		argv[n++] = tls;
+		if (egress_has_secrets(dir)) {
+			argv[n++] = "--secrets";
+			argv[n++] = secrets;
+			argv[n++] = "--ca";
+			argv[n++] = ca;
+			if (access(upstream_ca, F_OK) == 0) {
+				argv[n++] = "--upstream-ca";
+				argv[n++] = upstream_ca;
+			}
+		}
+	}
+	argv[n++] = "--netns";
+	argv[n++] = ns;
+	argv[n++] = "--policy";
+	argv[n++] = policy;
+	argv[n++] = "--log";
+	argv[n++] = log;
+	argv[n] = NULL;
 	pid = fork();
 	if (pid != 0)
 		return pid;
@@ -84,12 +117,7 @@ static pid_t spawn(const char *dir, const char *ns, const struct service *sv)
 	dup2(null, 0);
 	dup2(null, 1);
 	dup2(err >= 0 ? err : null, 2);
-	if (!strcmp(sv->name, "kiln-dns"))
-		execl(prog, prog, "--listen", dns, "--netns", ns, "--policy", policy, "--log", log,
-		      (char *)NULL);
-	else
-		execl(prog, prog, "--http", http, "--tls", tls, "--netns", ns, "--policy", policy,
-		      "--log", log, (char *)NULL);
+	execv(prog, (char *const *)argv);
 	fprintf(stderr, "%s: %s\n", prog, strerror(errno));
 	_exit(127);
 }
@@ -164,8 +192,11 @@ static pid_t running(const char *dir, const struct service *sv)
 	return !strcmp(base ? base + 1 : cmd, sv->name) ? pid : 0;
 }
 
-int egress_start(const char *dir, const char *ns, const char *policy, char *err, size_t errlen)
+int egress_start(const char *dir, const char *ns, const char *policy, const char *secrets,
+		 const char *upstream_ca, char *err, size_t errlen)
 {
+	if (secrets && egress_prepare_secrets(dir, secrets, upstream_ca, err, errlen))
+		return -1;
 	if (copy_policy(dir, policy, err, errlen))
 		return -1;
 	for (size_t i = 0; i < sizeof(services) / sizeof(services[0]); i++) {

@@ -375,6 +375,7 @@ static bool wait_exit(pid_t pid, int timeout_ms)
 /* What a VM's first agent request is: INFO after a boot, IDENTITY after a restore. */
 struct first_request {
 	const char *hostname;		/* IDENTITY: NULL keeps it */
+	char *const *env;		/* IDENTITY: the guest's environment; NULL keeps it */
 	bool identity, new_id;
 };
 
@@ -400,11 +401,11 @@ static int identity_request(int fd, const struct first_request *r, struct agent_
 	uint64_t rnd;
 
 	if (!r->new_id)
-		return agent_set_identity(fd, r->hostname, NULL, NULL, e);
+		return agent_set_identity(fd, r->hostname, NULL, r->env, e);
 	if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
 		return fail_errno(e, "getrandom", "");
 	snprintf(id, sizeof(id), "sbx-%016llx", (unsigned long long)rnd);
-	return agent_set_identity(fd, r->hostname, id, NULL, e);
+	return agent_set_identity(fd, r->hostname, id, r->env, e);
 }
 
 /*
@@ -487,6 +488,34 @@ static int adopt_netns(const char *abs, const struct vm_spec *s, struct agent_er
 	return 0;
 }
 
+/*
+ * A sandbox with egress secrets: install its CA in the guest's trust store and, after a boot
+ * (set_env; a clone got it in its first IDENTITY), give the guest the placeholders'
+ * environment.  Only placeholders and the public CA certificate cross into the guest.
+ */
+static int egress_secrets_to_guest(const char *dir, bool set_env, struct agent_error *e)
+{
+	char sock[PATH_MAX], **env = NULL;
+	int fd, r;
+
+	if (!egress_has_secrets(dir))
+		return 0;
+	if (set_env && !(env = egress_guest_env(dir, e->message, sizeof(e->message))))
+		return -1;
+	r = egress_guest_install(dir, e);
+	if (!r && set_env) {
+		vm_sock_path(dir, sock, sizeof(sock));
+		fd = agent_connect(sock, PROTO_AGENT_PORT, 10000, e);
+		r = fd < 0 ? -1 : agent_set_identity(fd, NULL, NULL, env, e);
+		if (fd >= 0)
+			close(fd);
+	}
+	egress_env_free(env);
+	if (r && !e->message[0])
+		snprintf(e->message, sizeof(e->message), "cannot set up the guest's egress");
+	return r;
+}
+
 int vm_up(const char *dir, const struct vm_spec *s, struct agent_error *e)
 {
 	char abs[PATH_MAX];
@@ -515,7 +544,8 @@ int vm_up(const char *dir, const struct vm_spec *s, struct agent_error *e)
 			netns_destroy(ns);
 			return fail_errno(e, "cannot write the netns file in", abs);
 		}
-		if (s->net_policy && egress_start(abs, ns, s->net_policy, why, sizeof(why))) {
+		if (s->net_policy && egress_start(abs, ns, s->net_policy, s->net_secrets,
+						  s->net_upstream_ca, why, sizeof(why))) {
 			char path[PATH_MAX];
 
 			/* Gone, and forgotten: a later vm_down must not destroy the slot again
@@ -527,13 +557,16 @@ int vm_up(const char *dir, const struct vm_spec *s, struct agent_error *e)
 			return -1;
 		}
 	}
-	return start(abs, spawn_boot(abs, s), &(struct first_request){ 0 }, e);
+	if (start(abs, spawn_boot(abs, s), &(struct first_request){ 0 }, e))
+		return -1;
+	return egress_secrets_to_guest(abs, true, e);
 }
 
 int vm_clone(const char *dir, const char *snap_dir, const struct vm_spec *s,
 	     struct agent_error *e)
 {
-	char abs[PATH_MAX], from[PATH_MAX], to[PATH_MAX];
+	char abs[PATH_MAX], from[PATH_MAX], to[PATH_MAX], **env = NULL;
+	int r;
 
 	if (make_vm_dir(dir, abs, e)) {
 		adopt_netns(NULL, s, e);
@@ -547,9 +580,15 @@ int vm_clone(const char *dir, const char *snap_dir, const struct vm_spec *s,
 	/* Not durable: a clone that does not survive a host crash has nothing to lose. */
 	if (sparse_copy_file(from, to, false, e->message, sizeof(e->message)))
 		return -1;
-	return start(abs, spawn_restore(abs, snap_dir),
-		     &(struct first_request){ .identity = true, .new_id = true,
-					      .hostname = s->hostname ? s->hostname : "kiln" }, e);
+	/* kilnd makes a networked clone's egress (and its secrets) in dir before this. */
+	if (egress_has_secrets(abs) &&
+	    !(env = egress_guest_env(abs, e->message, sizeof(e->message))))
+		return -1;
+	r = start(abs, spawn_restore(abs, snap_dir),
+		  &(struct first_request){ .identity = true, .new_id = true, .env = env,
+					   .hostname = s->hostname ? s->hostname : "kiln" }, e);
+	egress_env_free(env);
+	return r ? r : egress_secrets_to_guest(abs, false, e);
 }
 
 int vm_control(const char *dir, const char *command, char *reply, size_t len,

@@ -30,15 +30,22 @@ struct vm_spec {
 					 * policy loaded) instead of a new one; the VM owns it
 					 * from the call and destroys it on failure and in
 					 * vm_down.  net_allow is not loaded again. */
+	const char *net_secrets;	/* with net_policy: credentials kiln-proxy injects,
+					 * "secret NAME ENV HEADER HOSTS VALUE" lines; the guest
+					 * gets placeholders and the sandbox's CA (egress.h) */
+	const char *net_upstream_ca;	/* with net_secrets: the roots kiln-proxy verifies
+					 * upstreams with instead of the host's (tests) */
 };
 
-/* Boot a VM into dir (created) and wait until its agent answers.  0 or -1 with e set. */
+/* Boot a VM into dir (created) and wait until its agent answers; with net_secrets the guest
+ * has the CA and the placeholders' environment by then.  0 or -1 with e set. */
 int vm_up(const char *dir, const struct vm_spec *spec, struct agent_error *e);
 
 /*
  * Start a VM in dir (created) as a clone of the snapshot in snap_dir: its own copy of the
  * snapshot's scratch disk, memory shared copy-on-write.  Waits for the agent, then gives the
- * guest fresh entropy, the host's clock, spec->hostname and a new sandbox id.  On failure the
+ * guest fresh entropy, the host's clock, spec->hostname and a new sandbox id (and, if dir has
+ * egress secrets, their environment and CA: egress.h).  On failure the
  * VMM's reason is in e and dir holds no running VM.
  */
 int vm_clone(const char *dir, const char *snap_dir, const struct vm_spec *spec,

@@ -47,7 +47,7 @@ static const char *parse_hosts(struct secret *s, char *hosts)
 }
 
 /* "secret NAME PLACEHOLDER HEADER HOSTS VALUE..." */
-static const char *parse_line(struct secrets *sec, char *line)
+const char *secrets_add_line(struct secrets *sec, char *line)
 {
 	char *f[5], *rest = line, *value;
 	struct secret *s;
@@ -95,7 +95,7 @@ static const char *parse_line(struct secrets *sec, char *line)
 
 static const char *secret_line(char *line, void *ctx)
 {
-	return parse_line(ctx, line);
+	return secrets_add_line(ctx, line);
 }
 
 int secrets_parse(struct secrets *sec, const char *text, char *err, size_t errlen)

@@ -41,6 +41,10 @@ struct secrets {
 /* Parse the text (NUL-terminated).  0, or -1 with "line N: why" in err. */
 int secrets_parse(struct secrets *sec, const char *text, char *err, size_t errlen);
 
+/* Add the secret of one line (modified in place) to sec: NULL, or why the line is wrong
+ * (never the line itself).  For files parsed line by line elsewhere (the host's egress.c). */
+const char *secrets_add_line(struct secrets *sec, char *line);
+
 /* Read and parse a file.  0, or -1 with the reason in err. */
 int secrets_load(struct secrets *sec, const char *path, char *err, size_t errlen);
 

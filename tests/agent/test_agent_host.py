@@ -204,7 +204,15 @@ def test_identity_sets_environment_for_later_processes(agent):
         s = agent.connect()
         s.sendall(frame(IDENTITY, bad))
         assert read_frame(s)[0] == MSG_ERROR
+    # A resume sends neither id nor variables: the sandbox keeps its environment.
     s = agent.connect()
-    s.sendall(frame(IDENTITY, []))  # clears the sandbox environment again
+    s.sendall(frame(IDENTITY, [(TAG_DATA, os.urandom(64))]))
     assert read_frame(s)[0] == 43
-    assert agent.kiln("exec", "--", "sh", "-c", 'echo "[$TEAM]"').stdout == b"[]\n"
+    assert agent.kiln("exec", "--", "sh", "-c", 'echo "$KILN_SANDBOX_ID [$TEAM]"').stdout == \
+        b"sbx-123 [data]\n"
+    # A new identity replaces all of it.
+    s = agent.connect()
+    s.sendall(frame(IDENTITY, [(TAG_SANDBOX_ID, b"sbx-456")]))
+    assert read_frame(s)[0] == 43
+    assert agent.kiln("exec", "--", "sh", "-c", 'echo "$KILN_SANDBOX_ID [$TEAM]"').stdout == \
+        b"sbx-456 []\n"
