@@ -34,6 +34,8 @@ struct kilnd_config {
 	char images_dir[PATH_MAX];	/* DATA/images: NAME.ext4 built through the API */
 	char ingress_addr[64];		/* where guest ports are exposed (api_network.c) */
 	unsigned net_pool_size;		/* namespaces kept ready (sandbox.c); 0: none */
+	char upstream_ca[PATH_MAX];	/* roots kiln-proxy checks upstreams against when it
+					 * injects secrets; "": the host's */
 };
 
 extern struct kilnd_config cfg;

@@ -64,7 +64,7 @@ static void usage(void)
 	fprintf(stderr, "usage: kilnd [--socket PATH] [--listen ADDR:PORT] [--data DIR]\n"
 			"             [--admin-key-file FILE] [--prices FILE]\n"
 			"             [--template NAME=ROOTFS]... [--recipes DIR]\n"
-			"             [--ingress-addr IPV4] [--net-pool N] [-v]\n");
+			"             [--ingress-addr IPV4] [--net-pool N] [--upstream-ca PEM] [-v]\n");
 	exit(2);
 }
 
@@ -159,6 +159,7 @@ int main(int argc, char **argv)
 		{ "recipes", required_argument, NULL, 'r' },
 		{ "ingress-addr", required_argument, NULL, 'i' },
 		{ "net-pool", required_argument, NULL, 'n' },
+		{ "upstream-ca", required_argument, NULL, 'u' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ 0 }
 	};
@@ -181,6 +182,10 @@ int main(int argc, char **argv)
 		case 'r': recipes = optarg; break;
 		case 'i': ingress_addr(optarg); break;
 		case 'n': cfg.net_pool_size = pool_size(optarg); break;
+		case 'u':
+			if (!realpath(optarg, cfg.upstream_ca))
+				die(2, "--upstream-ca %s: %s", optarg, strerror(errno));
+			break;
 		case 'v': log_set_verbose(true); break;
 		default: usage();
 		}

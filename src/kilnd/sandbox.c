@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "../common/log.h"
+#include "../host/egress.h"
 #include "../host/netns.h"
 #include "../host/netns_pool.h"
 #include "../host/template.h"
@@ -34,13 +35,54 @@ int template_rootfs(const char *name, char *path, size_t len)
 	return image_path(name, path, len);
 }
 
-/* Give the guest its sandbox id as hostname and id, and the create request's environment. */
+/* a's strings, then b's, in one NULL-terminated vector; a and b are emptied into it (the
+ * strings move, the vectors are freed).  NULL when both are NULL or out of memory. */
+static char **strv_join(char **a, char **b)
+{
+	size_t na = 0, nb = 0;
+	char **v;
+
+	while (a && a[na])
+		na++;
+	while (b && b[nb])
+		nb++;
+	if (!na && !nb) {
+		free(a);
+		free(b);
+		return NULL;
+	}
+	v = calloc(na + nb + 1, sizeof(*v));
+	if (v) {
+		memcpy(v, a ? a : v, na * sizeof(*v));
+		memcpy(v + na, b ? b : v, nb * sizeof(*v));
+		free(a);
+		free(b);
+	} else {
+		strv_free(a);
+		strv_free(b);
+	}
+	return v;
+}
+
+/*
+ * Give the guest its sandbox id as hostname and id, and its environment: the create request's,
+ * then, for a network with secrets, the placeholders and CA variables (egress.h), which win.
+ * An IDENTITY with an id replaces the guest's whole environment, so both go in one.
+ */
 static int set_identity(const char *dir, const char *id, json_t *env, struct agent_error *e)
 {
 	char sock[PATH_MAX];
-	char **envv = env ? env_strv(env) : NULL;
+	char **envv = env ? env_strv(env) : NULL, **egress = NULL;
 	int fd, ret = -1;
 
+	if (egress_has_secrets(dir)) {
+		egress = egress_guest_env(dir, e->message, sizeof(e->message));
+		if (!egress) {
+			strv_free(envv);
+			return -1;
+		}
+	}
+	envv = strv_join(envv, egress);
 	vm_sock_path(dir, sock, sizeof(sock));
 	fd = agent_connect(sock, PROTO_AGENT_PORT, 10000, e);
 	if (fd >= 0) {
@@ -157,10 +199,10 @@ void sandbox_stop_pool(void)
 }
 
 /* The vm_spec fields of a network: a namespace with its nftables policy from the pool (in
- * ns: vm_up owns it from here, vm_down destroys it), the egress policy in a private file
- * named in files[0] for egress.c to copy (the caller removes it). */
+ * ns: vm_up owns it from here, vm_down destroys it), the egress policy and the secrets in
+ * private files named in files[0] and files[1] for egress.c (the caller removes them). */
 static int network_spec(const struct net_config *net, const char *dir, struct vm_spec *spec,
-			char ns[NETNS_NAME_MAX], char pcap[PATH_MAX], char files[1][PATH_MAX],
+			char ns[NETNS_NAME_MAX], char pcap[PATH_MAX], char files[2][PATH_MAX],
 			struct api_error *e)
 {
 	char why[256];
@@ -174,6 +216,15 @@ static int network_spec(const struct net_config *net, const char *dir, struct vm
 		files[0][0] = 0;
 		return api_fail(e, 500, "network_failed", NULL, "network: %s", why);
 	}
+	if (net->secrets && write_private_file(net->secrets, "secrets", files[1], PATH_MAX)) {
+		netns_pool_put(net_pool(), ns);
+		unlink(files[0]);
+		files[0][0] = 0;
+		return api_fail(e, 500, "internal", NULL, "cannot write the secrets: %s",
+				strerror(errno));
+	}
+	spec->net_secrets = net->secrets ? files[1] : NULL;
+	spec->net_upstream_ca = net->secrets && cfg.upstream_ca[0] ? cfg.upstream_ca : NULL;
 	spec->net_ns = ns;
 	spec->net = true;
 	spec->net_allow = net->allow_cidrs;
@@ -190,7 +241,7 @@ static int create(const struct agent *a, const struct create_req *req,
 		  const struct net_config *net, json_t **out, struct api_error *e)
 {
 	char given[PATH_MAX], img[PATH_MAX], dir[PATH_MAX], snap[PATH_MAX] = "", *md = NULL;
-	char pcap[PATH_MAX], files[1][PATH_MAX] = { "" }, ns[NETNS_NAME_MAX];
+	char pcap[PATH_MAX], files[2][PATH_MAX] = { "", "" }, ns[NETNS_NAME_MAX];
 	struct agent_error ae = { 0 };
 	struct sandbox s = { 0 };
 	struct create_req rq = *req, *r = &rq;
@@ -243,8 +294,9 @@ static int create(const struct agent *a, const struct create_req *req,
 		return -1;
 	}
 	ret = snap[0] ? vm_clone(dir, snap, &spec, &ae) : start_vm(dir, &spec, &ae);
-	if (files[0][0])
-		unlink(files[0]);
+	for (int i = 0; i < 2; i++)
+		if (files[i][0])
+			unlink(files[i]);	/* copied or turned into the proxy's by now */
 	if (ret || set_identity(dir, s.id, r->env, &ae)) {
 		vm_down(dir);
 		db_transition(s.id, "creating", "failed", ae.message);

@@ -2,10 +2,13 @@
 with a policy reaches the allowed name through its own resolver and proxy and nothing else;
 its logs and capture come back through the API; replacing the policy live takes the name away;
 the bytes it moves are metered and billed; a guest port is exposed on the host and withdrawn;
-a sandbox created without a network has no NIC.  The upstream is test_net's HTTP server in its
-own namespace (10.99.0.2).  Two VMs."""
+a sandbox created without a network has no NIC; a secret reaches the upstream while the
+guest and kilnd's records hold only its placeholder.  The upstreams are test_net's HTTP server
+and test_net_egress's HTTPS server in their own namespace (10.99.0.2).  Four VMs."""
 import json
 import os
+import re
+import secrets
 import struct
 import subprocess
 import tempfile
@@ -18,7 +21,8 @@ import pytest
 
 from conftest import ROOT, busybox_image
 from kilnd_helpers import Kilnd, error_of, exec_, stop_kilnd
-from test_net import MODULES, setup_upstream, sh, teardown_upstream, wait_http
+from test_net import MODULES, UP, setup_upstream, sh, teardown_upstream, wait_http
+from test_net_egress import HTTPS_UPSTREAM, upstream_pki, wait_listening
 
 NETWORK_PRICE = 10**9      # micro-units per GiB: a few MiB cost well over a run's vCPU time
 BIG = 3 * 1024 * 1024
@@ -227,3 +231,62 @@ def test_deleting_removes_the_namespace_and_services(world, sb):
     assert ns not in sh("ip", "netns", "list").stdout
     for prog in ("kiln-dns", "kiln-proxy", "kiln-ingress"):
         assert ns not in sh("pgrep", "-af", prog, check=False).stdout
+
+
+# ---- secrets through the API -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tls_world(world, tmp_path_factory):
+    """An HTTPS upstream (test_net_egress's, its own test CA) and a kilnd that trusts that CA
+    for upstreams, with the base image (curl) as template "tls"."""
+    base = ROOT / "build" / "images" / "base.ext4"
+    if not base.exists():
+        pytest.skip("image base not built (make images)")
+    tmp = tmp_path_factory.mktemp("ktls")
+    upstream_pki(tmp)
+    log = tmp / "https.log"
+    log.write_text("")
+    srv = subprocess.Popen(["ip", "netns", "exec", UP, "/usr/bin/python3", "-c", HTTPS_UPSTREAM,
+                            tmp / "up.pem", tmp / "up.key", log],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    k = Kilnd(tmp, busybox_image(tmp_path_factory.mktemp("ktlsimg")),
+              extra_args=["--template", f"tls={base}", "--upstream-ca", str(tmp / "up-ca.pem")])
+    try:
+        wait_listening("10.99.0.2", 443)
+        k.start()
+        yield {"k": k, "key": k.agent(name="tls")["api_key"], "log": log}
+    finally:
+        stop_kilnd(k)
+        srv.terminate()
+        srv.wait(timeout=10)
+
+
+def test_secrets_through_the_api(tls_world):
+    k, key, log = tls_world["k"], tls_world["key"], tls_world["log"]
+    token = "ghp_" + secrets.token_hex(20)
+    status, sb = k.request("POST", "/v1/sandboxes", {
+        "template": "tls", "memory_mib": 512, "env": {"MINE": "kept"},
+        "network": {"allow_domains": ["api.upstream.test"],
+                    "dns_rewrites": {"api.upstream.test": "10.99.0.2"},
+                    "secrets": [{"name": "upstream", "env": "UPSTREAM_TOKEN",
+                                 "header": "Authorization", "hosts": ["api.upstream.test"],
+                                 "value": f"Bearer {token}"}]}}, key=key)
+    assert status == 201, sb
+    assert token not in json.dumps(sb) and sb["network"]["secrets"][0]["env"] == "UPSTREAM_TOKEN"
+    r = exec_(k, key, sb, cmd=["sh", "-c", 'echo "$MINE $UPSTREAM_TOKEN"'])
+    mine, ph = r["stdout"].split()
+    assert mine == "kept" and re.fullmatch(r"KILN_PH_[0-9a-f]{32}", ph), r
+    # curl verifies the proxy's certificate through the sandbox's CA, no -k.
+    r = exec_(k, key, sb, cmd=["sh", "-c", "curl -sS --max-time 60 https://api.upstream.test/k "
+                                           "-H \"Authorization: $UPSTREAM_TOKEN\""],
+              timeout_s=120)
+    assert r["exit_code"] == 0 and "hello over tls" in r["stdout"], r
+    reqs = [json.loads(l) for l in log.read_text().splitlines() if l.strip()]
+    assert [q["headers"]["Authorization"] for q in reqs if q["path"] == "/k"] == \
+        [f"Bearer {token}"]
+    # Nowhere in what kilnd keeps or shows: its database, the sandbox's record and network.
+    assert token.encode() not in (k.data / "kilnd.db").read_bytes()
+    for path in ("", "/network"):
+        assert token not in json.dumps(k.request("GET", f"/v1/sandboxes/{sb['id']}{path}",
+                                                 key=key)[1])
+    assert k.request("DELETE", f"/v1/sandboxes/{sb['id']}", key=key)[0] == 200
