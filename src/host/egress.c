@@ -1,10 +1,8 @@
 /*
  * egress.c - start, reconfigure and stop a sandbox's kiln-dns and kiln-proxy (egress.h).
  *
- * Both are started detached (their own session, like kiln-vmm), so they outlive the kiln or
- * kilnd process that started the sandbox, and are found again through their pid files.  A pid
- * from a file is signalled only if /proc says it is still the program we started: pids are
- * reused.  The policy is copied into the VM directory so the sandbox does not depend on the
+ * Both are services (service.h): detached, found again through their pid files, signalled
+ * only while /proc says the pid is still theirs.  The policy is copied into the VM directory so the sandbox does not depend on the
  * file it was created from, and so a later replacement is one rename plus a SIGHUP.
  */
 #include "egress.h"
@@ -25,8 +23,6 @@
 #include "netns.h"
 #include "service.h"
 #include "vmctl.h"
-
-#define READY_TIMEOUT_MS	10000
 
 struct service {
 	const char *name;	/* program, and the stem of its files */
@@ -68,7 +64,6 @@ static pid_t spawn(const char *dir, const char *ns, const struct service *sv)
 	char dns[32], http[32], tls[32];
 	const char *argv[20];
 	int n = 0;
-	pid_t pid;
 
 	artefact(sv->env, sv->name, prog, sizeof(prog));
 	snprintf(policy, sizeof(policy), "%s/egress.policy", dir);
@@ -107,46 +102,7 @@ static pid_t spawn(const char *dir, const char *ns, const struct service *sv)
 	argv[n++] = "--log";
 	argv[n++] = log;
 	argv[n] = NULL;
-	pid = fork();
-	if (pid != 0)
-		return pid;
-	int null = open("/dev/null", O_RDWR), err = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-
-	service_child_signals();
-	setsid();
-	dup2(null, 0);
-	dup2(null, 1);
-	dup2(err >= 0 ? err : null, 2);
-	execv(prog, (char *const *)argv);
-	fprintf(stderr, "%s: %s\n", prog, strerror(errno));
-	_exit(127);
-}
-
-/* Wait until the service says it serves (it has bound its sockets), or it failed. */
-static int wait_ready(const char *dir, const struct service *sv, pid_t pid, char *err,
-		      size_t errlen)
-{
-	char errf[PATH_MAX], buf[512];
-
-	file_in(dir, sv->name, "err", errf, sizeof(errf));
-	for (int waited = 0; waited < READY_TIMEOUT_MS; waited += 20) {
-		FILE *f = fopen(errf, "re");
-		size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-
-		if (f)
-			fclose(f);
-		buf[n] = 0;
-		if (strstr(buf, "serving"))
-			return 0;
-		if (waitpid(pid, NULL, WNOHANG) == pid) {
-			buf[strcspn(buf, "\n")] = 0;
-			snprintf(err, errlen, "%s did not start: %s", sv->name, buf);
-			return -1;
-		}
-		usleep(20000);
-	}
-	snprintf(err, errlen, "%s did not start in time", sv->name);
-	return -1;
+	return service_spawn((char *const *)argv, errf, -1);
 }
 
 static int write_pid(const char *dir, const struct service *sv, pid_t pid)
@@ -165,31 +121,10 @@ static int write_pid(const char *dir, const struct service *sv, pid_t pid)
 /* The pid of dir's running sv, or 0. */
 static pid_t running(const char *dir, const struct service *sv)
 {
-	char path[PATH_MAX], cmd[256];
-	int pid = 0, fd;
-	ssize_t n;
-	FILE *f;
+	char path[PATH_MAX];
 
 	file_in(dir, sv->name, "pid", path, sizeof(path));
-	f = fopen(path, "re");
-	if (!f)
-		return 0;
-	if (fscanf(f, "%d", &pid) != 1)
-		pid = 0;
-	fclose(f);
-	if (pid <= 1)
-		return 0;
-	snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	n = read(fd, cmd, sizeof(cmd) - 1);
-	close(fd);
-	cmd[n > 0 ? n : 0] = 0;
-	/* argv[0] is the program's path: its last component must be ours. */
-	const char *base = strrchr(cmd, '/');
-
-	return !strcmp(base ? base + 1 : cmd, sv->name) ? pid : 0;
+	return service_running(path, sv->name);
 }
 
 int egress_start(const char *dir, const char *ns, const char *policy, const char *secrets,
@@ -201,8 +136,10 @@ int egress_start(const char *dir, const char *ns, const char *policy, const char
 		return -1;
 	for (size_t i = 0; i < sizeof(services) / sizeof(services[0]); i++) {
 		pid_t pid = spawn(dir, ns, &services[i]);
+		char errf[PATH_MAX];
 
-		if (pid < 0 || wait_ready(dir, &services[i], pid, err, errlen) ||
+		file_in(dir, services[i].name, "err", errf, sizeof(errf));
+		if (pid < 0 || service_wait_ready(services[i].name, pid, errf, err, errlen) ||
 		    write_pid(dir, &services[i], pid)) {
 			if (pid > 0) {
 				kill(pid, SIGKILL);
@@ -245,16 +182,7 @@ bool egress_enabled(const char *dir)
 
 void egress_stop(const char *dir)
 {
-	for (size_t i = 0; i < sizeof(services) / sizeof(services[0]); i++) {
-		pid_t pid = running(dir, &services[i]);
-
-		if (!pid || kill(pid, SIGTERM) < 0)
-			continue;
-		/* Gone before the namespace goes; reaped if it was our child. */
-		for (int waited = 0; waited < 2000 && kill(pid, 0) == 0; waited += 20) {
-			if (waitpid(pid, NULL, WNOHANG) == pid)
-				break;
-			usleep(20000);
-		}
-	}
+	/* Gone before the namespace goes; reaped if it was our child. */
+	for (size_t i = 0; i < sizeof(services) / sizeof(services[0]); i++)
+		service_stop(running(dir, &services[i]));
 }
