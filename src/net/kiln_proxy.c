@@ -746,24 +746,7 @@ static const char *forward_requests(struct http_relay *r)
  * inspected): false at its end. */
 static bool pump_down(struct conn *c, int down[2])
 {
-	ssize_t n = splice(c->upstream, NULL, down[1], NULL, SPLICE_DOWN,
-			   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-
-	if (n < 0 && (errno == EAGAIN || errno == EINTR))
-		return true;
-	if (n <= 0)
-		return false;
-	c->down += n;
-	while (n > 0) {
-		ssize_t w = splice(down[0], NULL, c->client, NULL, n, SPLICE_F_MOVE);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return false;
-		n -= w;
-	}
-	return true;
+	return relay_pump(c->upstream, c->client, down, &c->down);
 }
 
 /* After a refused request: nothing more goes up; the answers to the requests before it come

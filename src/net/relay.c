@@ -16,13 +16,12 @@
 
 #define SPLICE_MAX	(1 << 20)	/* the default pipe-max-size */
 
-/* Move what is ready from one socket to the other.  false at EOF or error. */
-static bool pump(int from, int to, int pipe[2], uint64_t *count)
+bool relay_pump(int from, int to, int pipe[2], uint64_t *count)
 {
 	ssize_t n = splice(from, NULL, pipe[1], NULL, SPLICE_MAX,
 			   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 
-	if (n < 0 && errno == EAGAIN)
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return true;
 	if (n <= 0)
 		return false;
@@ -74,11 +73,11 @@ const char *relay(int a, int b, struct relay_counts *n, atomic_uint *generation,
 				break;
 			}
 		}
-		if (p[0].revents && !pump(a, b, ab, &n->a_to_b)) {
+		if (p[0].revents && !relay_pump(a, b, ab, &n->a_to_b)) {
 			a_open = false;
 			shutdown(b, SHUT_WR);
 		}
-		if (p[1].revents && !pump(b, a, ba, &n->b_to_a)) {
+		if (p[1].revents && !relay_pump(b, a, ba, &n->b_to_a)) {
 			b_open = false;
 			shutdown(a, SHUT_WR);
 		}

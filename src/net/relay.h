@@ -22,4 +22,8 @@ struct relay_counts {
 const char *relay(int a, int b, struct relay_counts *n, atomic_uint *generation,
 		  bool (*check)(void *ctx), void *ctx);
 
+/* Move what is ready (at most 1 MiB) from socket from to socket to through pipe, adding it to
+ * *count: false at end of file or an error, true when there was nothing more for now. */
+bool relay_pump(int from, int to, int pipe[2], uint64_t *count);
+
 #endif

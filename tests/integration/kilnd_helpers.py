@@ -111,6 +111,22 @@ class Kilnd:
         return sqlite3.connect(f"file:{self.data / 'kilnd.db'}?mode=ro", uri=True)
 
 
+PYTHON_IMAGE = ROOT / "build" / "images" / "python.ext4"
+
+
+def python_kilnd(tmp_path_factory, name):
+    """A started kilnd with the python image as template "python" (skips without the image);
+    stop it with stop_kilnd."""
+    import pytest
+    if not PYTHON_IMAGE.exists():
+        pytest.skip("python image not built (make images)")
+    from conftest import busybox_image
+    k = Kilnd(tmp_path_factory.mktemp(name), busybox_image(tmp_path_factory.mktemp(name + "img")),
+              extra_args=["--template", f"python={PYTHON_IMAGE}"])
+    k.start()
+    return k
+
+
 def exec_(kilnd, key, sb, **body):
     status, r = kilnd.request("POST", f"/v1/sandboxes/{sb['id']}/exec", body, key=key)
     assert status == 200, r

@@ -10,28 +10,19 @@ import base64
 import json
 import re
 import struct
-import subprocess
-import threading
 import time
 
 import pytest
 
-from conftest import ROOT, busybox_image
-from kilnd_helpers import Kilnd, UnixHTTPConnection, error_of, stop_kilnd
+from kilnd_helpers import UnixHTTPConnection, error_of, python_kilnd, stop_kilnd
 
-IMAGE = ROOT / "build" / "images" / "python.ext4"
 SLOW = 900          # pandas and matplotlib imports take tens of seconds under emulation
 CSV = "city,month,sales\nOslo,1,10\nLima,1,7\nOslo,2,5\nLima,2,1\nPune,1,4\n"
 
 
 @pytest.fixture(scope="module")
 def kilnd(tmp_path_factory):
-    if not IMAGE.exists():
-        pytest.skip("python image not built (make images)")
-    tmp = tmp_path_factory.mktemp("kilndcode")
-    k = Kilnd(tmp, busybox_image(tmp_path_factory.mktemp("kilndcodeimg")),
-              extra_args=["--template", f"python={IMAGE}"])
-    k.start()
+    k = python_kilnd(tmp_path_factory, "kilndcode")
     yield k
     stop_kilnd(k)
 

@@ -268,6 +268,7 @@ def test_secrets_through_the_api(tls_world):
         "template": "tls", "memory_mib": 512, "env": {"MINE": "kept"},
         "network": {"allow_domains": ["api.upstream.test"],
                     "dns_rewrites": {"api.upstream.test": "10.99.0.2"},
+                    "allow_cidrs": ["10.99.0.0/24"],      # the upstream's private address
                     "secrets": [{"name": "upstream", "env": "UPSTREAM_TOKEN",
                                  "header": "Authorization", "hosts": ["api.upstream.test"],
                                  "value": f"Bearer {token}"}]}}, key=key)

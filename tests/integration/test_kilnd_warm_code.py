@@ -14,10 +14,9 @@ import time
 
 import pytest
 
-from conftest import ROOT, busybox_image
-from kilnd_helpers import Kilnd, stop_kilnd, wait_job
+from conftest import ROOT
+from kilnd_helpers import PYTHON_IMAGE as IMAGE, python_kilnd, stop_kilnd, wait_job
 
-IMAGE = ROOT / "build" / "images" / "python.ext4"
 WARM = {"cpus": 1, "memory_mib": 1024}
 OTHER = {"cpus": 1, "memory_mib": 768}     # not warmed: boots
 SLOW = 900          # warm-up imports and a python boot take minutes under emulation
@@ -26,12 +25,7 @@ TIMES = {}          # seconds from a create request to its first cell's answer, 
 
 @pytest.fixture(scope="module")
 def kilnd(tmp_path_factory):
-    if not IMAGE.exists():
-        pytest.skip("python image not built (make images)")
-    tmp = tmp_path_factory.mktemp("kilnd-warm-code")
-    k = Kilnd(tmp, busybox_image(tmp_path_factory.mktemp("kilnd-warm-code-img")),
-              extra_args=["--template", f"python={IMAGE}"])
-    k.start()
+    k = python_kilnd(tmp_path_factory, "kilnd-warm-code")
     yield k
     stop_kilnd(k)
 
