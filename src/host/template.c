@@ -54,9 +54,10 @@ static void describe(const struct vm_spec *s, char *out, size_t len)
 	describe_file("initrd", initrd, line[2], sizeof(line[2]));
 	describe_file("rootfs", s->rootfs, root, sizeof(root));
 	uname(&u);
-	snprintf(out, len, KEY_FORMAT "\n%s%s%s%scpus=%u\nmemory_mib=%u\nscratch_mib=%u\n"
+	/* "net=1" only with a NIC, so the keys of snapshots without one stay as they were. */
+	snprintf(out, len, KEY_FORMAT "\n%s%s%s%scpus=%u\nmemory_mib=%u\nscratch_mib=%u\n%s"
 		 "host=%s %s %s\n", line[0], line[1], line[2], root, s->cpus, s->memory_mib,
-		 s->scratch_mib, u.sysname, u.release, u.machine);
+		 s->scratch_mib, s->net ? "net=1\n" : "", u.sysname, u.release, u.machine);
 }
 
 static uint64_t fnv1a64(const char *s)
@@ -385,6 +386,7 @@ static bool still_current(const char *dir, const struct vm_spec *s)
 		*sp = 0;
 	}
 	other.rootfs = rootfs;
+	other.net = strstr(saved, "\nnet=1\n") != NULL;	/* the other variant is not stale */
 	describe(&other, now, sizeof(now));
 	return strcmp(saved, now) == 0;
 }
@@ -414,8 +416,7 @@ static void remove_stale(const struct vm_spec *s, const char *keep)
 }
 
 void template_each(const struct vm_spec *s,
-		   void (*fn)(const char *dir, unsigned cpus, unsigned memory_mib, void *ctx),
-		   void *ctx)
+		   void (*fn)(const char *dir, const struct vm_spec *shape, void *ctx), void *ctx)
 {
 	char warm[PATH_MAX], path[PATH_MAX * 2], key[8192];
 	struct vm_spec shape = *s;
@@ -431,10 +432,13 @@ void template_each(const struct vm_spec *s,
 		if (parse_snapshot_name(d->d_name, &shape.cpus, &shape.memory_mib, &hash))
 			continue;
 		/* Only the key tells whose it is: names are for people, and may repeat. */
-		describe(&shape, key, sizeof(key));
 		snprintf(path, sizeof(path), "%s/%s", warm, d->d_name);
-		if (hash == fnv1a64(key) && snapshot_matches(path, key))
-			fn(path, shape.cpus, shape.memory_mib, ctx);
+		for (int net = 0; net < 2; net++) {
+			shape.net = net;
+			describe(&shape, key, sizeof(key));
+			if (hash == fnv1a64(key) && snapshot_matches(path, key))
+				fn(path, &shape, ctx);
+		}
 	}
 	closedir(dp);
 }
@@ -446,6 +450,14 @@ int template_warm(const struct vm_spec *s, char *dir, size_t len, struct agent_e
 	char cmd[PATH_MAX + 32], reply[256], context[AGENT_CONTEXT_ID_LEN + 2];
 	int status, ret = -1;
 
+	/* With a NIC: in a namespace of its own that lets nothing out, and nothing of a
+	 * sandbox's network (policy, limits, capture) in the snapshot. */
+	struct vm_spec bare = { .rootfs = s->rootfs, .cpus = s->cpus,
+				.memory_mib = s->memory_mib, .scratch_mib = s->scratch_mib,
+				.hostname = s->hostname, .net = s->net };
+
+	snprintf(bare.name, sizeof(bare.name), "%s", s->name);
+	s = &bare;
 	describe(s, key, sizeof(key));
 	snapshot_dir(s, key, dir, len);
 	snprintf(warm, sizeof(warm), "%s/warm", cache_dir());

@@ -35,10 +35,10 @@ int template_clone(const char *dir, const char *snap_dir, const struct vm_spec *
 		   struct agent_error *e);
 
 /* Call fn for each complete and current warm snapshot of spec's image, whatever its shape
- * (spec's cpus and memory_mib are ignored; its scratch size counts). */
+ * (spec's cpus, memory_mib and net are ignored; its scratch size counts), with the shape
+ * (cpus, memory_mib, net) it was made for. */
 void template_each(const struct vm_spec *spec,
-		   void (*fn)(const char *dir, unsigned cpus, unsigned memory_mib, void *ctx),
-		   void *ctx);
+		   void (*fn)(const char *dir, const struct vm_spec *shape, void *ctx), void *ctx);
 
 /* Build spec's warm snapshot (replacing a stale one of the same image).  0 or -1 with e. */
 int template_warm(const struct vm_spec *spec, char *dir, size_t len, struct agent_error *e);

@@ -516,6 +516,37 @@ static int egress_secrets_to_guest(const char *dir, bool set_env, struct agent_e
 	return r;
 }
 
+/*
+ * The network of a VM about to start in abs: its namespace (spec->net_ns, already adopted, or
+ * a new one recorded in abs) and, with a policy, its egress services inside it.
+ */
+static int net_start(const char *abs, const struct vm_spec *s, struct agent_error *e)
+{
+	char ns[NETNS_NAME_MAX], why[256], path[PATH_MAX];
+
+	if (s->net_ns)
+		snprintf(ns, sizeof(ns), "%s", s->net_ns);	/* already written */
+	else if (netns_create(s->net_allow, s->net_policy != NULL, ns, sizeof(ns), why,
+			      sizeof(why))) {
+		snprintf(e->message, sizeof(e->message), "network: %s", why);
+		return -1;
+	}
+	if (!s->net_ns && write_netns(abs, ns)) {
+		netns_destroy(ns);
+		return fail_errno(e, "cannot write the netns file in", abs);
+	}
+	if (!s->net_policy || !egress_start(abs, ns, s->net_policy, s->net_secrets,
+					    s->net_upstream_ca, why, sizeof(why)))
+		return 0;
+	/* Gone, and forgotten: a later vm_down must not destroy the slot again (another
+	 * sandbox may have it by then). */
+	netns_destroy(ns);
+	vm_file(abs, "netns", path, sizeof(path));
+	unlink(path);
+	snprintf(e->message, sizeof(e->message), "egress: %s", why);
+	return -1;
+}
+
 int vm_up(const char *dir, const struct vm_spec *s, struct agent_error *e)
 {
 	char abs[PATH_MAX];
@@ -530,33 +561,8 @@ int vm_up(const char *dir, const struct vm_spec *s, struct agent_error *e)
 		snprintf(e->message, sizeof(e->message), "cannot create the scratch disk in %s", abs);
 		return -1;
 	}
-	if (s->net) {
-		char ns[NETNS_NAME_MAX], why[256];
-
-		if (s->net_ns)
-			snprintf(ns, sizeof(ns), "%s", s->net_ns);	/* already written */
-		else if (netns_create(s->net_allow, s->net_policy != NULL, ns, sizeof(ns), why,
-				      sizeof(why))) {
-			snprintf(e->message, sizeof(e->message), "network: %s", why);
-			return -1;
-		}
-		if (!s->net_ns && write_netns(abs, ns)) {
-			netns_destroy(ns);
-			return fail_errno(e, "cannot write the netns file in", abs);
-		}
-		if (s->net_policy && egress_start(abs, ns, s->net_policy, s->net_secrets,
-						  s->net_upstream_ca, why, sizeof(why))) {
-			char path[PATH_MAX];
-
-			/* Gone, and forgotten: a later vm_down must not destroy the slot again
-			 * (another sandbox may have it by then). */
-			netns_destroy(ns);
-			vm_file(abs, "netns", path, sizeof(path));
-			unlink(path);
-			snprintf(e->message, sizeof(e->message), "egress: %s", why);
-			return -1;
-		}
-	}
+	if (s->net && net_start(abs, s, e))
+		return -1;
 	if (start(abs, spawn_boot(abs, s), &(struct first_request){ 0 }, e))
 		return -1;
 	return egress_secrets_to_guest(abs, true, e);
@@ -572,7 +578,6 @@ int vm_clone(const char *dir, const char *snap_dir, const struct vm_spec *s,
 		adopt_netns(NULL, s, e);
 		return -1;
 	}
-	/* A snapshot made with a NIC reattaches to the tap of the namespace it starts in. */
 	if (adopt_netns(abs, s, e))
 		return -1;
 	snprintf(from, sizeof(from), "%s/disk" SCRATCH_DISK, snap_dir);
@@ -580,7 +585,9 @@ int vm_clone(const char *dir, const char *snap_dir, const struct vm_spec *s,
 	/* Not durable: a clone that does not survive a host crash has nothing to lose. */
 	if (sparse_copy_file(from, to, false, e->message, sizeof(e->message)))
 		return -1;
-	/* kilnd makes a networked clone's egress (and its secrets) in dir before this. */
+	/* A snapshot with a NIC reopens its tap by name in the namespace it starts in. */
+	if (s->net && net_start(abs, s, e))
+		return -1;
 	if (egress_has_secrets(abs) &&
 	    !(env = egress_guest_env(abs, e->message, sizeof(e->message))))
 		return -1;

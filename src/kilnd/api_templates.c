@@ -46,6 +46,7 @@ struct job {
 	char log[PATH_MAX];		/* a build's images/build output */
 	char result[PATH_MAX];		/* the image or snapshot made */
 	unsigned cpus, memory_mib;	/* a warm's shape */
+	bool net;			/* a warm with a NIC, for sandboxes with a network */
 	int64_t started_at, finished_at;
 };
 
@@ -155,7 +156,7 @@ static const char *iso_time(int64_t ms, char *buf, size_t len)
 	return buf;
 }
 
-static void add_snapshot(const char *dir, unsigned cpus, unsigned memory_mib, void *ctx)
+static void add_snapshot(const char *dir, const struct vm_spec *shape, void *ctx)
 {
 	char path[PATH_MAX + 16], when[32];
 	struct stat st;
@@ -163,8 +164,9 @@ static void add_snapshot(const char *dir, unsigned cpus, unsigned memory_mib, vo
 	snprintf(path, sizeof(path), "%s/state", dir);
 	if (stat(path, &st))
 		st.st_mtime = 0;
-	json_array_append_new(ctx, json_pack("{s:i, s:i, s:s, s:s}", "cpus", cpus,
-					     "memory_mib", memory_mib, "path", dir, "created_at",
+	json_array_append_new(ctx, json_pack("{s:i, s:i, s:b, s:s, s:s}", "cpus", shape->cpus,
+					     "memory_mib", shape->memory_mib, "network", shape->net,
+					     "path", dir, "created_at",
 					     iso_time((int64_t)st.st_mtime * 1000, when,
 						      sizeof(when))));
 }
@@ -218,6 +220,7 @@ static json_t *job_json(const struct job *j)
 	if (j->kind == JOB_WARM) {
 		json_object_set_new(o, "cpus", json_integer(j->cpus));
 		json_object_set_new(o, "memory_mib", json_integer(j->memory_mib));
+		json_object_set_new(o, "network", json_boolean(j->net));
 	} else {
 		json_object_set_new(o, "log_tail", log_tail(j->log));
 	}
@@ -509,7 +512,11 @@ static void *warm_thread(void *arg)
 		snprintf(reason, sizeof(reason), "template %s has no image (build it first)",
 			 j->template);
 		job_finish(j, NULL, reason);
-	} else if (template_warm(&t->spec, dir, sizeof(dir), &ae)) {
+		free(t);
+		return NULL;
+	}
+	t->spec.net = j->net;
+	if (template_warm(&t->spec, dir, sizeof(dir), &ae)) {
 		snprintf(reason, sizeof(reason), "warming failed: %s", ae.message);
 		job_finish(j, NULL, reason);
 	} else {
@@ -610,17 +617,23 @@ static enum MHD_Result build(struct request *r, const char *name)
 
 static enum MHD_Result warm(struct request *r, const char *name)
 {
-	static const char *const fields[] = { "cpus", "memory_mib", NULL };
-	json_t *body = body_fields(r, fields), *out;
+	static const char *const fields[] = { "cpus", "memory_mib", "network", NULL };
+	json_t *body = body_fields(r, fields), *out, *net;
 	unsigned cpus, memory_mib;
 	char path[PATH_MAX];
 	struct job *j;
+	bool with_nic;
 	int bad;
 
 	if (!body)
 		return reply_error(r, &r->e);
 	bad = get_uint(body, "cpus", 1, MAX_CPUS, 1, &cpus, &r->e) ||
 	      get_uint(body, "memory_mib", MIN_MEMORY_MIB, MAX_MEMORY_MIB, 256, &memory_mib, &r->e);
+	net = json_object_get(body, "network");
+	if (!bad && net && !json_is_null(net) && !json_is_boolean(net))
+		bad = api_fail(&r->e, 400, "invalid_argument", "network", "network: true warms a "
+			       "snapshot with a NIC, for sandboxes created with a network");
+	with_nic = net && json_is_true(net);
 	json_decref(body);
 	if (bad)
 		return reply_error(r, &r->e);
@@ -634,6 +647,7 @@ static enum MHD_Result warm(struct request *r, const char *name)
 	if (j) {
 		j->cpus = cpus;
 		j->memory_mib = memory_mib;
+		j->net = with_nic;
 	}
 	pthread_mutex_unlock(&jobs_lock);
 	if (!j || job_start(j, warm_thread, &r->e))
@@ -645,14 +659,15 @@ static enum MHD_Result warm(struct request *r, const char *name)
 	return reply_json(r, 202, out);
 }
 
-static void remove_snapshot(const char *dir, unsigned cpus, unsigned memory_mib, void *ctx)
+static void remove_snapshot(const char *dir, const struct vm_spec *shape, void *ctx)
 {
 	char *argv[] = { "rm", "-rf", "--one-file-system", (char *)dir, NULL };
 
 	/* A create cloning it now already has its files open or falls back to a boot. */
 	if (run_quiet(argv) == 0)
-		json_array_append_new(ctx, json_pack("{s:i, s:i}", "cpus", cpus,
-						     "memory_mib", memory_mib));
+		json_array_append_new(ctx, json_pack("{s:i, s:i, s:b}", "cpus", shape->cpus,
+						     "memory_mib", shape->memory_mib, "network",
+						     shape->net));
 }
 
 static enum MHD_Result unwarm(struct request *r, const char *name)

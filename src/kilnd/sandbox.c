@@ -93,20 +93,23 @@ static int set_identity(const char *dir, const char *id, json_t *env, struct age
 	return ret;
 }
 
-/* Clone the warm snapshot if there is a usable one, else boot (as `kiln up`).  Warm
- * snapshots have no NIC, so a sandbox with a network boots. */
+/* Clone the warm snapshot if there is a usable one, else boot (as `kiln up`).  A sandbox
+ * with a network clones one warmed with a NIC (its key says so), unless it has a rate limit or
+ * a capture: the snapshot's NIC has neither. */
 static int start_vm(const char *dir, const struct vm_spec *spec, struct agent_error *e)
 {
+	struct vm_spec boot = *spec;
 	char snap[PATH_MAX];
 
-	if (!spec->net && template_find(spec, snap, sizeof(snap)) == 0) {
+	if (!spec->net_rate && !spec->net_pcap && template_find(spec, snap, sizeof(snap)) == 0) {
 		if (template_clone(dir, snap, spec, e) == 0)
 			return 0;
 		log_warn("warm snapshot %s: %s; booting instead", snap, e->message);
-		vm_down(dir);
+		vm_down(dir);			/* the pool's namespace went with it */
 		*e = (struct agent_error){ 0 };
+		boot.net_ns = NULL;		/* vm_up makes one with the same policy */
 	}
-	return vm_up(dir, spec, e);
+	return vm_up(dir, &boot, e);
 }
 
 /* A create_req naming a snapshot takes its template and shape from it. */
@@ -325,6 +328,14 @@ int sandbox_create(const struct agent *a, const struct create_req *req, json_t *
 	return ret;
 }
 
+static bool network_of(const char *id)
+{
+	json_t *net = db_network_json(id);
+
+	json_decref(net);
+	return net != NULL;
+}
+
 static int conflict(const struct sandbox *s, const char *what, struct api_error *e)
 {
 	return api_fail(e, 409, "invalid_state", NULL, "cannot %s a sandbox that is %s", what,
@@ -343,6 +354,10 @@ int sandbox_snapshot(const struct sandbox *s, json_t **out, struct api_error *e)
 
 	if (strcmp(s->state, "running"))
 		return conflict(s, "snapshot", e);
+	/* Its NIC would need its network back in the clone, which from_snapshot refuses. */
+	if (network_of(s->id))
+		return api_fail(e, 409, "invalid_state", NULL, "snapshots of sandboxes with a "
+				"network are not supported yet");
 	random_id("snap-", sn.id, sizeof(sn.id));
 	snapshot_dir(sn.id, snap, sizeof(snap));
 	snprintf(cmd, sizeof(cmd), "%s/snapshots", cfg.data_dir);

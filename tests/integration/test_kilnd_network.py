@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, busybox_image
-from kilnd_helpers import Kilnd, error_of, exec_, stop_kilnd
+from kilnd_helpers import Kilnd, error_of, exec_, stop_kilnd, wait_job
 from test_net import MODULES, UP, setup_upstream, sh, teardown_upstream, wait_http
 from test_net_egress import HTTPS_UPSTREAM, upstream_pki, wait_listening
 
@@ -185,6 +185,12 @@ def test_replacing_the_policy_live(world, sb):
     assert status != 0 and "hello" not in out, out
 
 
+def vmm_restored(k, sb_id):
+    """Whether the sandbox's VMM was started from a snapshot (kiln-vmm --restore)."""
+    pid = int((k.data / "sandboxes" / sb_id / "vmm.pid").read_text())
+    return b"--restore" in open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+
+
 def metric(k, name):
     status, text = k.request("GET", "/metrics")
     for line in text.decode().splitlines():
@@ -206,6 +212,37 @@ def test_later_networks_come_from_the_pool(world):
     status, out = sh_in(world, other, "timeout 20 wget -O - http://10.99.0.2/hello.txt")
     assert status != 0 and "hello" not in out, out                # its own, empty policy
     assert k.request("DELETE", f"/v1/sandboxes/{other['id']}", key=key)[0] == 200
+
+
+def test_a_network_clones_a_snapshot_warmed_with_a_nic(world):
+    """Warmed with a NIC (in a namespace of its own), the snapshot restores into the new
+    sandbox's namespace: same address and MACs everywhere, its own policy."""
+    k, key = world["k"], world["key"]
+    status, job = k.request("POST", "/v1/templates/base/warm", {"network": True}, key=k.admin)
+    assert status == 202 and job["network"] is True, job
+    job = wait_job(k, "base", "warm")
+    assert job["state"] == "succeeded", job
+    status, tmpl = k.request("GET", "/v1/templates/base", key=key)
+    assert {"cpus": 1, "memory_mib": 256, "network": True} in [
+        {f: w[f] for f in ("cpus", "memory_mib", "network")} for w in tmpl["warm_snapshots"]], tmpl
+    status, sb = k.request("POST", "/v1/sandboxes", {"network": {
+        "allow_domains": ["upstream.test"], "dns_rewrites": {"upstream.test": "10.99.0.2"},
+        "allow_cidrs": ["10.99.0.0/24"]}}, key=key)
+    assert status == 201, sb
+    assert vmm_restored(k, sb["id"]), k.log_tail()
+    status, out = fetch(world, sb, "http://upstream.test/hello.txt")
+    assert status == 0 and "hello from upstream" in out, out
+    status, out = fetch(world, sb, "http://evil.test/hello.txt")
+    assert status != 0 and "hello" not in out, out
+    # A rate limit is not in the snapshot's NIC: that sandbox boots.
+    status, slow = k.request("POST", "/v1/sandboxes", {"network": {"rate_limit_kib": 64}},
+                             key=key)
+    assert status == 201 and not vmm_restored(k, slow["id"]), slow
+    # Its own snapshots are refused for now (the clone would lose its network).
+    error_of(k.request("POST", f"/v1/sandboxes/{sb['id']}/snapshots", {}, key=key), 409,
+             "invalid_state")
+    for s in (sb, slow):
+        assert k.request("DELETE", f"/v1/sandboxes/{s['id']}", key=key)[0] == 200
 
 
 def test_no_network_means_no_nic(world):
