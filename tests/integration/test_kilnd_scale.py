@@ -304,7 +304,7 @@ def test_delete_warm_drops_the_snapshots(kilnd, agent):
     assert snaps, "test_warm_then_create_clones_it left a snapshot"
     status, body = kilnd.request("DELETE", "/v1/templates/base/warm", key=kilnd.admin)
     assert status == 200, body
-    assert body["removed"] == [{"cpus": 1, "memory_mib": 128}]
+    assert body["removed"] == [{"cpus": 1, "memory_mib": 128, "network": False}]
     assert not os.path.exists(snaps[0]["path"])
     assert template(kilnd, key, "base")["warm_snapshots"] == []
     status, sb = kilnd.request("POST", "/v1/sandboxes", SHAPE, key=key)
