@@ -144,7 +144,7 @@ int ingress_start(const char *dir, unsigned guest_port, const char *host_addr,
 	}
 	if (ingress_list(dir, list) >= INGRESS_MAX) {
 		snprintf(err, errlen, "at most %d ports per sandbox", INGRESS_MAX);
-		return -1;
+		return INGRESS_FULL;
 	}
 	*out = (struct ingress){ .guest_port = guest_port };
 	snprintf(out->host_addr, sizeof(out->host_addr), "%s", host_addr);

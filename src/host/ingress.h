@@ -14,6 +14,7 @@
 #include <sys/types.h>
 
 #define INGRESS_MAX	16	/* per sandbox */
+#define INGRESS_FULL	(-2)	/* ingress_start: INGRESS_MAX are exposed already */
 
 struct ingress {
 	unsigned guest_port;
@@ -24,7 +25,8 @@ struct ingress {
 
 /*
  * Expose guest_port of dir's sandbox on host_addr (IPv4).  If it is exposed already, *out is
- * the existing one.  0, or -1 with err (no network, too many, the address does not bind).
+ * the existing one.  0; INGRESS_FULL when INGRESS_MAX are exposed; -1 with err otherwise (no
+ * network, the address does not bind).
  */
 int ingress_start(const char *dir, unsigned guest_port, const char *host_addr,
 		  struct ingress *out, char *err, size_t errlen);

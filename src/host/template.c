@@ -104,24 +104,32 @@ static void snapshot_dir(const struct vm_spec *s, const char *key, char *dir, si
 		 (unsigned long long)fnv1a64(key));
 }
 
+/* The key a snapshot was made for (DIR/key), NUL-terminated in buf.  0 or -1. */
+static int read_key(const char *dir, char *buf, size_t len)
+{
+	char path[PATH_MAX];
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "%s/key", dir);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	n = fread(buf, 1, len - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	return 0;
+}
+
 /* The saved key matches and the snapshot is complete (its state file is written last). */
 static bool snapshot_matches(const char *dir, const char *key)
 {
 	char path[PATH_MAX], saved[8192];
-	FILE *f;
-	size_t n;
 
 	snprintf(path, sizeof(path), "%s/state", dir);
 	if (access(path, R_OK))
 		return false;
-	snprintf(path, sizeof(path), "%s/key", dir);
-	f = fopen(path, "re");
-	if (!f)
-		return false;
-	n = fread(saved, 1, sizeof(saved) - 1, f);
-	fclose(f);
-	saved[n] = 0;
-	return strcmp(saved, key) == 0;
+	return read_key(dir, saved, sizeof(saved)) == 0 && strcmp(saved, key) == 0;
 }
 
 /*
@@ -356,19 +364,12 @@ static int rm_quiet(const char *path)
  */
 static bool still_current(const char *dir, const struct vm_spec *s)
 {
-	char saved[8192], now[8192], path[PATH_MAX], rootfs[PATH_MAX];
+	char saved[8192], now[8192], rootfs[PATH_MAX];
 	struct vm_spec other = *s;
 	char *line, *end;
-	FILE *f;
-	size_t n;
 
-	snprintf(path, sizeof(path), "%s/key", dir);
-	f = fopen(path, "re");
-	if (!f)
+	if (read_key(dir, saved, sizeof(saved)))
 		return false;
-	n = fread(saved, 1, sizeof(saved) - 1, f);
-	fclose(f);
-	saved[n] = 0;
 	line = strstr(saved, "\nrootfs=");
 	if (!line)
 		return false;

@@ -78,7 +78,6 @@ static enum MHD_Result put_policy(struct request *r)
 	struct sandbox s;
 	struct net_config c;
 	json_t *body, *old;
-	enum MHD_Result ret;
 
 	if (networked(r, &s, &old))
 		return reply_error(r, &r->e);
@@ -100,8 +99,7 @@ static enum MHD_Result put_policy(struct request *r)
 	net_config_free(&c);
 	if (r->e.status)
 		return reply_error(r, &r->e);
-	ret = reply_json(r, 200, db_network_json(s.id));
-	return ret;
+	return reply_json(r, 200, db_network_json(s.id));
 }
 
 /* A file of the VM directory as the answer; 404 naming what when it is not there. */
@@ -184,7 +182,7 @@ static enum MHD_Result expose(struct request *r, const struct sandbox *s)
 	ret = ingress_start(dir, port, cfg.ingress_addr, &in, why, sizeof(why));
 	pthread_mutex_unlock(&policy_mu);
 	if (ret) {
-		api_fail(&r->e, strstr(why, "at most") ? 429 : 500, strstr(why, "at most") ?
+		api_fail(&r->e, ret == INGRESS_FULL ? 429 : 500, ret == INGRESS_FULL ?
 			 "quota_exceeded" : "network_failed", NULL, "expose port %u: %s", port, why);
 		return reply_error(r, &r->e);
 	}
