@@ -73,8 +73,19 @@ void container_touch(const char *id)
 	json_decref(rec);
 }
 
-static const char *container_status(const char *state)
+static bool expiring(const struct sandbox *s)
 {
+	return !strcmp(s->state, "deleting") && !strcmp(s->reason, "timeout");
+}
+
+/* A container's status as OpenAI names it.  One its idle window stops is "expired" from the
+ * moment kilnd starts stopping it, not "deleting": nobody deleted it. */
+static const char *container_status(const struct sandbox *s)
+{
+	const char *state = s->state;
+
+	if (expiring(s))
+		return "expired";
 	if (!strcmp(state, "running") || !strcmp(state, "creating") || !strcmp(state, "resuming"))
 		return "running";
 	if (!strcmp(state, "paused") || !strcmp(state, "pausing"))
@@ -90,7 +101,7 @@ static json_t *container_json(const struct sandbox *s, json_t *c)
 	return json_pack("{s:s, s:s, s:I, s:s, s:{s:s, s:I}, s:I, s:s, s:s}",
 			 "id", s->id, "object", "container",
 			 "created_at", (json_int_t)(s->created_at / 1000),
-			 "status", container_status(s->state),
+			 "status", container_status(s),
 			 "expires_after", "anchor", "last_active_at", "minutes", (json_int_t)minutes,
 			 "last_active_at", (json_int_t)(s->expires_at / 1000 - minutes * 60),
 			 "name", json_is_string(name) ? json_string_value(name) : "",
@@ -104,7 +115,8 @@ static int own_container(struct request *r, struct sandbox *s, json_t **rec, jso
 	if (own_sandbox(r, s))
 		return -1;
 	*c = container_meta(s->id, rec);
-	if (!*c || !strcmp(s->state, "deleted") || !strcmp(s->state, "deleting")) {
+	if (!*c || !strcmp(s->state, "deleted") ||
+	    (!strcmp(s->state, "deleting") && !expiring(s))) {
 		json_decref(*rec);
 		*rec = NULL;
 		return api_fail(&r->e, 404, "not_found", NULL, "no container %s", r->m.id);

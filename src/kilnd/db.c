@@ -487,7 +487,8 @@ out:
 }
 
 #define SANDBOX_COLS "id, agent_id, state, template, cpus, memory_mib, created_at, expires_at, " \
-		     "on_timeout, coalesce(timeout_s, (expires_at - created_at) / 1000)"
+		     "on_timeout, coalesce(timeout_s, (expires_at - created_at) / 1000), " \
+		     "coalesce(reason, '')"
 
 static void sandbox_of_row(sqlite3_stmt *st, struct sandbox *s)
 {
@@ -501,6 +502,7 @@ static void sandbox_of_row(sqlite3_stmt *st, struct sandbox *s)
 	s->expires_at = sqlite3_column_int64(st, 7);
 	s->pause_on_timeout = !strcmp((const char *)sqlite3_column_text(st, 8), "pause");
 	s->timeout_s = sqlite3_column_int(st, 9);
+	copy_col(st, 10, s->reason, sizeof(s->reason));
 }
 
 int db_sandbox_get(const char *id, const char *agent_id, struct sandbox *s)

@@ -52,6 +52,7 @@ struct sandbox {
 	char id[64];
 	char agent_id[64];
 	char state[16];
+	char reason[32];		/* why it entered its state ("timeout", ...) or "" */
 	char template[64];
 	unsigned cpus, memory_mib;
 	int64_t created_at, expires_at;

@@ -384,7 +384,7 @@ def counter_lines(kilnd, key, sid, pid, above):
 def test_timeout_pauses_and_resume_continues(kilnd, carol, tbox):
     key, sid = carol["api_key"], tbox["id"]
     pid = start(kilnd, key, tbox, shell="i=0; while :; do i=$((i+1)); echo $i; "
-                "echo $i > /tmp/n; sleep 1; done", background=True)["pid"]
+                "echo $i > /tmp/n.new; mv /tmp/n.new /tmp/n; sleep 1; done", background=True)["pid"]
     before = counter_lines(kilnd, key, sid, pid, 2)
     status, sb = kilnd.request("POST", f"/v1/sandboxes/{sid}/timeout", {"timeout_s": 5},
                                key=key)

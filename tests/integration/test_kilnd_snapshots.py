@@ -43,7 +43,8 @@ def test_snapshot_and_create_from_it(kilnd, erin, frank):
     assert status == 201, sb
     # A file on disk, and a process that counts in memory.
     sh(kilnd, key, sb, "echo before > /root/marker; "
-                       "(i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.2; done) "
+                       "(i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; "
+                       "mv /tmp/count.new /tmp/count; sleep 0.2; done) "
                        ">/dev/null 2>&1 &")
     time.sleep(2)
     status, snap = kilnd.request("POST", f"/v1/sandboxes/{sb['id']}/snapshots", key=key)

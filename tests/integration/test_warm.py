@@ -141,9 +141,11 @@ def test_stale_and_broken_snapshots_are_not_used(snapshot, image, env, vms, tmp_
 def test_pause_to_disk_and_resume(snapshot, image, env, vms):
     vm = vms("paused")
     assert kiln(env, "up", "--rootfs", image, "--dir", vm, *SHAPE).returncode == 0
-    # A counter in a shell's memory, published to a file every 0.1 s.
+    # A counter in a shell's memory, published to a file every 0.1 s (renamed into place, so
+    # a reader never sees it half written).
     r = kiln(env, "exec", "--dir", vm, "--background", "--", "sh", "-c",
-             "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done")
+             "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; "
+             "mv /tmp/count.new /tmp/count; sleep 0.1; done")
     assert r.returncode == 0, r
     sh(env, vm, "echo kept > /home/user/file")
     time.sleep(2)
