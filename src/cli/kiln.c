@@ -26,6 +26,7 @@
  *   kiln sandbox create|ls|rm|pause|resume ...              sandboxes kept by kilnd
  *                                                          (sandbox_cmd.c)
  *   kiln template ls|build|warm|unwarm ...                  kilnd's templates (template_cmd.c)
+ *   kiln secret set|ls|rm ...                               the agent's secrets (secret_cmd.c)
  * The commands above drive VMs directly; `kiln sandbox` goes through kilnd's API.
  */
 #include <errno.h>
@@ -48,6 +49,7 @@
 #include "../host/vmctl.h"
 #include "code.h"
 #include "sandbox_cmd.h"
+#include "secret_cmd.h"
 #include "template_cmd.h"
 
 #define EXIT_KILN	125
@@ -104,6 +106,7 @@ static void usage(void)
 		"       kiln code ...   run code in a context (kiln code --help)\n"
 		"       kiln sandbox create|ls|rm|pause|resume ...   through kilnd (kiln sandbox)\n"
 		"       kiln template ls|build|warm|unwarm ...   kilnd's templates (kiln template)\n"
+		"       kiln secret set|ls|rm ...   the agent's secrets for its sandboxes' egress\n"
 		"       kiln usage [--json]   this agent's usage and cost, through kilnd\n");
 	exit(EXIT_KILN);
 }
@@ -712,6 +715,8 @@ int main(int argc, char **argv)
 		return cmd_sandbox(argc, argv);
 	if (!strcmp(cmd, "template"))
 		return cmd_template(argc, argv);
+	if (!strcmp(cmd, "secret"))
+		return cmd_secret(argc, argv);
 	if (!strcmp(cmd, "usage"))
 		return cmd_usage(argc, argv);
 	return cmd_guest(cmd, argc, argv);

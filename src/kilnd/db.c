@@ -72,6 +72,12 @@ static const char *const migrations[] = {
 	"ALTER TABLE sandboxes ADD COLUMN net_in_bytes INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE sandboxes ADD COLUMN net_out_seen INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE sandboxes ADD COLUMN net_in_seen INTEGER NOT NULL DEFAULT 0;",
+	/* 5: the secrets an agent registers for its sandboxes' egress proxy: record is the API's
+	 * form without the value (the database lives in kilnd's 0700 data directory) */
+	"CREATE TABLE agent_secrets ("
+	"  agent_id TEXT NOT NULL REFERENCES agents(id), name TEXT NOT NULL,"
+	"  record TEXT NOT NULL, value TEXT NOT NULL, created_at INTEGER NOT NULL,"
+	"  updated_at INTEGER NOT NULL, PRIMARY KEY (agent_id, name));",
 };
 
 /* States whose sandbox holds a VM in memory (a paused one is on disk only). */
@@ -1032,4 +1038,72 @@ json_t *db_network_json(const char *id)
 	sqlite3_finalize(st);
 	unlock();
 	return o;
+}
+
+int db_secret_put(const char *agent_id, json_t *record, const char *value, unsigned max)
+{
+	const char *name = json_string_value(json_object_get(record, "name"));
+	char *text = json_dumps(record, JSON_COMPACT | JSON_SORT_KEYS);
+	int64_t now = now_ms(), exists, count;
+	int ret = -1;
+
+	if (!text || !name)
+		goto out;
+	lock();
+	begin();
+	exists = scalar(prep("SELECT count(*) FROM agent_secrets WHERE agent_id = ? AND name = ?",
+			     "ss", agent_id, name), 0);
+	count = scalar(prep("SELECT count(*) FROM agent_secrets WHERE agent_id = ?", "s",
+			    agent_id), 0);
+	if (!exists && count >= max)
+		ret = 2;
+	else if (run(prep("INSERT INTO agent_secrets VALUES (?, ?, ?, ?, ?, ?) "
+			  "ON CONFLICT (agent_id, name) DO UPDATE SET record = excluded.record, "
+			  "value = excluded.value, updated_at = excluded.updated_at",
+			  "ssssii", agent_id, name, text, value, now, now)) == 0)
+		ret = exists ? 0 : 1;
+	commit();
+	unlock();
+out:
+	free(text);
+	return ret;
+}
+
+json_t *db_secrets_json(const char *agent_id, const char *name, bool values)
+{
+	sqlite3_stmt *st;
+	json_t *list = json_array(), *o;
+
+	lock();
+	st = prep("SELECT record, value, created_at, updated_at FROM agent_secrets "
+		  "WHERE agent_id = ? AND (?2 IS NULL OR name = ?2) ORDER BY name", "ss",
+		  agent_id, name);
+	while (st && sqlite3_step(st) == SQLITE_ROW) {
+		o = json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
+		if (!o)
+			continue;
+		if (values)
+			json_object_set_new(o, "value",
+					    json_string((const char *)sqlite3_column_text(st, 1)));
+		else
+			json_object_set_new(o, "updated_at",
+					    json_integer(sqlite3_column_int64(st, 3) / 1000));
+		json_array_append_new(list, o);
+	}
+	sqlite3_finalize(st);
+	unlock();
+	return list;
+}
+
+int db_secret_delete(const char *agent_id, const char *name)
+{
+	int ret;
+
+	lock();
+	ret = run(prep("DELETE FROM agent_secrets WHERE agent_id = ? AND name = ?", "ss", agent_id,
+		       name));
+	if (ret == 0 && sqlite3_changes(db) == 0)
+		ret = 1;
+	unlock();
+	return ret;
 }

@@ -87,6 +87,14 @@ char *db_metrics(void);
 int db_set_network(const char *id, json_t *record);
 json_t *db_network_json(const char *id);
 
+/* An agent's secrets (api_secrets.c).  put: record is the checked secret without its value
+ * (network.h); 1 added, 0 replaced, 2 refused because the agent has max already, -1 failed.
+ * json: an array by name, each with "value" if values (for a create's egress proxy only),
+ * else with "updated_at"; name NULL for all.  delete: 0, 1 if there was none, -1 failed. */
+int db_secret_put(const char *agent_id, json_t *record, const char *value, unsigned max);
+json_t *db_secrets_json(const char *agent_id, const char *name, bool values);
+int db_secret_delete(const char *agent_id, const char *name);
+
 /* Snapshots: records of DATA/snapshots/ID (api_snapshots.c).  A deleted one keeps its row. */
 int db_snapshot_insert(const struct snapshot *sn);
 int db_snapshot_get(const char *id, const char *agent_id, struct snapshot *sn);

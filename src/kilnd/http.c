@@ -190,6 +190,11 @@ static enum MHD_Result dispatch(struct request *r)
 	case R_PORTS_LIST:
 	case R_PORT_DELETE:
 		return api_network(r);
+	case R_SECRETS_LIST:
+	case R_SECRET_PUT:
+	case R_SECRET_GET:
+	case R_SECRET_DELETE:
+		return api_secrets(r);
 	default:
 		return api_sandboxes(r);
 	}

@@ -54,6 +54,7 @@ enum MHD_Result api_snapshots(struct request *r);
 void processes_stop(void);
 enum MHD_Result api_templates(struct request *r);	/* api_templates.c */
 enum MHD_Result api_network(struct request *r);		/* api_network.c */
+enum MHD_Result api_secrets(struct request *r);		/* api_secrets.c */
 
 /* The sandbox of the request's {id} if it belongs to the caller; 404 into r->e otherwise. */
 int own_sandbox(struct request *r, struct sandbox *s);

@@ -279,7 +279,9 @@ static bool value_ok(const char *s, size_t len)
 	return true;
 }
 
-static int secret(json_t *sec, size_t i, json_t *seen_env, struct text *out, json_t *shown,
+/* One secret, checked: its file line into out (if out), its record into shown; where names it
+ * in errors.  seen holds the names and variables taken so far. */
+static int secret(json_t *sec, const char *where, json_t *seen, struct text *out, json_t *shown,
 		  struct api_error *e)
 {
 	const char *name, *env, *header;
@@ -289,7 +291,7 @@ static int secret(json_t *sec, size_t i, json_t *seen_env, struct text *out, jso
 	size_t j;
 
 	if (!json_is_object(sec)) {
-		api_fail(e, 400, "invalid_argument", "secrets", "secrets[%zu]: must be an object", i);
+		api_fail(e, 400, "invalid_argument", "secrets", "%s: must be an object", where);
 		goto fail;
 	}
 	if (json_only_fields(sec, secret_fields, e))
@@ -301,34 +303,35 @@ static int secret(json_t *sec, size_t i, json_t *seen_env, struct text *out, jso
 	if (!name || !word_ok(name, 63, "_-") || !env || !word_ok(env, 128, "_") ||
 	    (env[0] >= '0' && env[0] <= '9') || !header || !word_ok(header, 63, "-") ||
 	    !hosts || !json_array_size(hosts)) {
-		api_fail(e, 400, "invalid_argument", "secrets", "secrets[%zu]: needs name (letters, "
-			 "digits, _ -), env (a variable name), header (a header name), hosts (1 to "
-			 "16 domains) and value", i);
+		api_fail(e, 400, "invalid_argument", "secrets", "%s: needs name (letters, digits, "
+			 "_ -), env (a variable name), header (a header name), hosts (1 to 16 "
+			 "domains) and value", where);
 		goto fail;
 	}
 	if (!json_is_string(value) || !value_ok(json_string_value(value), json_string_length(value))) {
-		api_fail(e, 400, "invalid_argument", "secrets", "secrets[%zu]: value must be 1 to "
-			 "4096 printable ASCII characters without leading or trailing blanks", i);
+		api_fail(e, 400, "invalid_argument", "secrets", "%s: value must be 1 to 4096 "
+			 "printable ASCII characters without leading or trailing blanks", where);
 		goto fail;
 	}
-	if (json_object_get(seen_env, env) || json_object_get(seen_env, name)) {
-		api_fail(e, 400, "invalid_argument", "secrets", "secrets[%zu]: name and env must "
-			 "be unique", i);
+	if (json_object_get(seen, env) || json_object_get(seen, name)) {
+		api_fail(e, 400, "invalid_argument", "secrets", "%s: name and env must be unique",
+			 where);
 		goto fail;
 	}
-	json_object_set_new(seen_env, env, json_true());
-	json_object_set_new(seen_env, name, json_true());
+	json_object_set_new(seen, env, json_true());
+	json_object_set_new(seen, name, json_true());
 	json_array_foreach(hosts, j, host) {
 		if (!domain_ok(json_string_value(host), true, h, sizeof(h))) {
-			api_fail(e, 400, "invalid_argument", "secrets", "secrets[%zu]: host '%.100s' "
-				 "is not a domain name or *.domain", i, json_string_value(host));
+			api_fail(e, 400, "invalid_argument", "secrets", "%s: host '%.100s' is not a "
+				 "domain name or *.domain", where, json_string_value(host));
 			goto fail;
 		}
 		add(&list, "%s%s", j ? "," : "", h);
 		json_array_append_new(hs, json_string(h));
 	}
-	add(out, "secret %s %s %s %s %s\n", name, env, header, list.s ? list.s : "",
-	    json_string_value(value));
+	if (out)
+		add(out, "secret %s %s %s %s %s\n", name, env, header, list.s ? list.s : "",
+		    json_string_value(value));
 	free(list.s);
 	json_array_append_new(shown, json_pack("{s:s, s:s, s:s, s:o}", "name", name, "env", env,
 					       "header", header, "hosts", hs));
@@ -339,10 +342,22 @@ fail:
 	return -1;
 }
 
+int net_secret_check(json_t *sec, const char *where, json_t **shown, struct api_error *e)
+{
+	json_t *seen = json_object(), *one = json_array();
+	int ret = secret(sec, where, seen, NULL, one, e);
+
+	*shown = ret ? NULL : json_incref(json_array_get(one, 0));
+	json_decref(seen);
+	json_decref(one);
+	return ret;
+}
+
 static int secrets(json_t *net, struct net_config *c, json_t *record, struct api_error *e)
 {
 	json_t *list = json_object_get(net, "secrets"), *sec, *seen, *shown;
 	struct text out = { 0 };
+	char where[32];
 	size_t i;
 
 	if (!list || json_is_null(list)) {
@@ -351,19 +366,108 @@ static int secrets(json_t *net, struct net_config *c, json_t *record, struct api
 	}
 	if (!json_is_array(list) || json_array_size(list) > NET_MAX_SECRETS)
 		return api_fail(e, 400, "invalid_argument", "secrets", "secrets: must be an array "
-				"of at most %d objects", NET_MAX_SECRETS);
+				"of at most %d objects (the agent's included)", NET_MAX_SECRETS);
 	seen = json_object();
 	shown = json_array();
-	json_array_foreach(list, i, sec)
-		if (secret(sec, i, seen, &out, shown, e)) {
+	json_array_foreach(list, i, sec) {
+		snprintf(where, sizeof(where), "secrets[%zu]", i);
+		if (secret(sec, where, seen, &out, shown, e)) {
 			json_decref(seen);
 			json_decref(shown);
 			free(out.s);
 			return -1;
 		}
+	}
 	json_decref(seen);
 	json_object_set_new(record, "secrets", shown);
 	c->secrets = out.s;
+	return 0;
+}
+
+/* The request's own secret named like `name` or using the variable `env`. */
+static bool overridden(json_t *own, const char *name, const char *env)
+{
+	json_t *sec;
+	size_t i;
+
+	json_array_foreach(own, i, sec) {
+		json_t *n = json_object_get(sec, "name"), *v = json_object_get(sec, "env");
+
+		if ((json_is_string(n) && !strcmp(json_string_value(n), name)) ||
+		    (json_is_string(v) && !strcmp(json_string_value(v), env)))
+			return true;
+	}
+	return false;
+}
+
+/* The agent's secret called name, or NULL. */
+static json_t *agent_secret(json_t *agent, const char *name)
+{
+	json_t *sec;
+	size_t i;
+
+	json_array_foreach(agent, i, sec)
+		if (!strcmp(json_string_value(json_object_get(sec, "name")) ?: "", name))
+			return sec;
+	return NULL;
+}
+
+/* The agent's secrets the request's "agent_secrets" picks: absent or null all, else an array
+ * of names, each registered. */
+static json_t *picked(json_t *net, json_t *agent, struct api_error *e)
+{
+	json_t *names = json_object_get(net, "agent_secrets"), *name, *sec, *out;
+	size_t i;
+
+	if (!names || json_is_null(names))
+		return json_incref(agent);
+	if (!json_is_array(names) || json_array_size(names) > NET_MAX_SECRETS) {
+		api_fail(e, 400, "invalid_argument", "agent_secrets", "agent_secrets: must be an "
+			 "array of at most %d names of the agent's secrets", NET_MAX_SECRETS);
+		return NULL;
+	}
+	out = json_array();
+	json_array_foreach(names, i, name) {
+		sec = json_is_string(name) ? agent_secret(agent, json_string_value(name)) : NULL;
+		if (!sec) {
+			api_fail(e, 400, "invalid_argument", "agent_secrets", "agent_secrets[%zu]: "
+				 "not the name of one of the agent's secrets (GET /v1/secrets)", i);
+			json_decref(out);
+			return NULL;
+		}
+		json_array_append(out, sec);
+	}
+	return out;
+}
+
+int net_merge_agent_secrets(json_t *net, json_t *agent, json_t **out, struct api_error *e)
+{
+	json_t *own, *pick, *merged, *sec;
+	size_t i;
+
+	*out = NULL;
+	if (!json_is_object(net)) {
+		*out = json_incref(net);	/* net_config_parse says what is wrong with it */
+		return 0;
+	}
+	own = json_object_get(net, "secrets");
+	if (own && !json_is_null(own) && !json_is_array(own))
+		return api_fail(e, 400, "invalid_argument", "secrets", "secrets: must be an array "
+				"of at most %d objects", NET_MAX_SECRETS);
+	pick = picked(net, agent, e);
+	if (!pick)
+		return -1;
+	merged = json_array();
+	json_array_foreach(pick, i, sec)
+		if (!overridden(own, json_string_value(json_object_get(sec, "name")) ?: "",
+				json_string_value(json_object_get(sec, "env")) ?: ""))
+			json_array_append(merged, sec);
+	if (json_is_array(own))
+		json_array_extend(merged, own);
+	json_decref(pick);
+	*out = json_copy(net);
+	json_object_del(*out, "agent_secrets");
+	json_object_set_new(*out, "secrets", merged);
 	return 0;
 }
 

@@ -44,4 +44,21 @@ int net_config_parse(json_t *net, bool update, json_t *old, struct net_config *c
 
 void net_config_free(struct net_config *c);
 
+/*
+ * Check one secret {name, env, header, hosts, value} as a sandbox or the agent's store
+ * (api_secrets.c) takes it; where names it in errors.  *shown gets it normalised, without
+ * its value (a new reference), or -1 with a 400 in e.
+ */
+int net_secret_check(json_t *sec, const char *where, json_t **shown, struct api_error *e);
+
+/*
+ * The network a create runs on: net (a create request's "network") with the agent's secrets
+ * (agent: an array of full secrets, values included) that its "agent_secrets" picks (absent or
+ * null: all; else an array of their names) put before the request's own "secrets"; a secret of
+ * the request replaces the agent's of the same name or env.  The result has no
+ * "agent_secrets", so net_config_parse checks every secret and the total.  *out is a new
+ * reference, or -1 with a 400 in e.
+ */
+int net_merge_agent_secrets(json_t *net, json_t *agent, json_t **out, struct api_error *e);
+
 #endif

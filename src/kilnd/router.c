@@ -77,6 +77,10 @@ static const struct route_def routes[] = {
 	{ "POST", "/v1/sandboxes/{id}/ports", R_PORTS_CREATE, false, true },
 	{ "GET", "/v1/sandboxes/{id}/ports", R_PORTS_LIST, false, true },
 	{ "DELETE", "/v1/sandboxes/{id}/ports/{port}", R_PORT_DELETE, false, true },
+	{ "GET", "/v1/secrets", R_SECRETS_LIST, false, true },
+	{ "PUT", "/v1/secrets/{name}", R_SECRET_PUT, false, true },
+	{ "GET", "/v1/secrets/{name}", R_SECRET_GET, false, true },
+	{ "DELETE", "/v1/secrets/{name}", R_SECRET_DELETE, false, true },
 };
 
 static bool id_char(char c)

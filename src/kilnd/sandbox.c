@@ -319,10 +319,20 @@ int sandbox_create(const struct agent *a, const struct create_req *req, json_t *
 		   struct api_error *e)
 {
 	struct net_config net = { 0 };
+	json_t *agent_secrets, *merged = NULL;
 	int ret;
 
-	if (req->network && net_config_parse(req->network, false, NULL, &net, e))
-		return -1;
+	if (req->network) {
+		/* The agent's registered secrets join the sandbox's own (api_secrets.c). */
+		agent_secrets = db_secrets_json(a->id, NULL, true);
+		ret = net_merge_agent_secrets(req->network, agent_secrets, &merged, e);
+		json_decref(agent_secrets);
+		if (ret || net_config_parse(merged, false, NULL, &net, e)) {
+			json_decref(merged);
+			return -1;
+		}
+		json_decref(merged);
+	}
 	ret = create(a, req, req->network ? &net : NULL, out, e);
 	net_config_free(&net);
 	return ret;

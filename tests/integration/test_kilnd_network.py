@@ -328,3 +328,71 @@ def test_secrets_through_the_api(tls_world):
         assert token not in json.dumps(k.request("GET", f"/v1/sandboxes/{sb['id']}{path}",
                                                  key=key)[1])
     assert k.request("DELETE", f"/v1/sandboxes/{sb['id']}", key=key)[0] == 200
+
+
+def test_agent_secrets_registered_once(tls_world):
+    """A secret the agent registers (PUT /v1/secrets/NAME, here through `kiln secret set`) is
+    in every networked sandbox it creates afterwards, unless the sandbox picks others; its
+    value is never answered, and other agents neither see nor get it."""
+    k, log = tls_world["k"], tls_world["log"]
+    key, other = k.agent(name="registers")["api_key"], k.agent(name="other")["api_key"]
+    token = "ghp_" + secrets.token_hex(20)
+    env = {**os.environ, "KILN_SOCKET": str(k.sock), "KILN_API_KEY": key}
+    r = subprocess.run([ROOT / "build" / "kiln", "secret", "set", "upstream", "--env",
+                        "UPSTREAM_TOKEN", "--header", "Authorization", "--hosts",
+                        "API.upstream.test"], input=f"Bearer {token}\n", env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r
+    r = subprocess.run([ROOT / "build" / "kiln", "secret", "ls"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "UPSTREAM_TOKEN" in r.stdout and token not in r.stdout, r
+    status, shown = k.request("GET", "/v1/secrets/upstream", key=key)
+    assert status == 200 and shown["hosts"] == ["api.upstream.test"], shown
+    assert "value" not in shown and token not in json.dumps(k.request("GET", "/v1/secrets",
+                                                                      key=key)[1])
+    # Bad secrets are refused and named; another agent has none of these.
+    error_of(k.request("PUT", "/v1/secrets/x", {"env": "X", "header": "H", "hosts": ["a.b"],
+                                                "value": "v\r\nEvil: 1"}, key=key),
+             400, "invalid_argument")
+    error_of(k.request("PUT", "/v1/secrets/bad%20name", {"env": "X", "header": "H",
+                                                        "hosts": ["a.b"], "value": "v"},
+                       key=key), 400, "invalid_argument")
+    assert k.request("GET", "/v1/secrets", key=other)[1] == {"secrets": []}
+    error_of(k.request("GET", "/v1/secrets/upstream", key=other), 404, "not_found")
+    error_of(k.request("DELETE", "/v1/secrets/upstream", key=other), 404, "not_found")
+
+    net = {"allow_domains": ["api.upstream.test"],
+           "dns_rewrites": {"api.upstream.test": "10.99.0.2"}, "allow_cidrs": ["10.99.0.0/24"]}
+    status, sb = k.request("POST", "/v1/sandboxes", {"template": "tls", "memory_mib": 512,
+                                                     "network": net}, key=key)
+    assert status == 201, sb
+    assert [s["name"] for s in sb["network"]["secrets"]] == ["upstream"]
+    r = exec_(k, key, sb, cmd=["sh", "-c", "curl -sS --max-time 60 https://api.upstream.test/a "
+                                           "-H \"Authorization: $UPSTREAM_TOKEN\""],
+              timeout_s=120)
+    assert r["exit_code"] == 0 and "hello over tls" in r["stdout"], r
+    reqs = [json.loads(l) for l in log.read_text().splitlines() if l.strip()]
+    assert [q["headers"]["Authorization"] for q in reqs if q["path"] == "/a"] == \
+        [f"Bearer {token}"]
+    r = exec_(k, key, sb, cmd=["sh", "-c", 'echo "$UPSTREAM_TOKEN"'])
+    assert re.fullmatch(r"KILN_PH_[0-9a-f]{32}\n", r["stdout"]), r
+
+    # A sandbox that names none of them gets none; an unknown name is refused.
+    error_of(k.request("POST", "/v1/sandboxes", {"network": {**net, "agent_secrets": ["nope"]}},
+                       key=key), 400, "invalid_argument")
+    status, bare = k.request("POST", "/v1/sandboxes", {"template": "tls", "memory_mib": 512,
+                                                       "network": {**net, "agent_secrets": []}},
+                             key=key)
+    assert status == 201 and bare["network"]["secrets"] == [], bare
+    r = exec_(k, key, bare, cmd=["sh", "-c", 'echo "[$UPSTREAM_TOKEN]"'])
+    assert r["stdout"] == "[]\n", r
+
+    # Deleted, it is gone for later sandboxes; the CLI says so for a second delete.
+    r = subprocess.run([ROOT / "build" / "kiln", "secret", "rm", "upstream"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r
+    r = subprocess.run([ROOT / "build" / "kiln", "secret", "rm", "upstream"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 125 and "not_found" in r.stderr, r
+    for s in (sb, bare):
+        assert k.request("DELETE", f"/v1/sandboxes/{s['id']}", key=key)[0] == 200

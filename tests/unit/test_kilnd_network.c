@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -172,6 +173,127 @@ static void test_refused(void **state)
 	refused("{\"capture\":true}", true, "capture");
 }
 
+#define AGENT_SECRETS \
+	"[{\"name\":\"gh\",\"env\":\"GH\",\"header\":\"Authorization\"," \
+	"\"hosts\":[\"api.github.com\"],\"value\":\"Bearer agent-gh\"}," \
+	"{\"name\":\"oa\",\"env\":\"OA\",\"header\":\"Authorization\"," \
+	"\"hosts\":[\"api.openai.com\"],\"value\":\"Bearer agent-oa\"}]"
+
+/* Merge, then parse as a create: the secrets file that results. */
+static char *merged_secrets(const char *net_text)
+{
+	struct net_config c;
+	struct api_error e = { 0 };
+	json_t *net = js(net_text), *agent = js(AGENT_SECRETS), *merged;
+	char *out;
+
+	if (net_merge_agent_secrets(net, agent, &merged, &e))
+		fail_msg("%s: %s", net_text, e.message);
+	if (net_config_parse(merged, false, NULL, &c, &e))
+		fail_msg("%s: %s", net_text, e.message);
+	out = c.secrets ? strdup(c.secrets) : NULL;
+	net_config_free(&c);
+	json_decref(net);
+	json_decref(agent);
+	json_decref(merged);
+	return out;
+}
+
+static void test_agent_secrets(void **state)
+{
+	struct api_error e = { 0 };
+	json_t *agent = js(AGENT_SECRETS), *net, *merged;
+	char *s;
+
+	(void)state;
+	/* Absent: all of the agent's. */
+	s = merged_secrets("{\"allow_domains\":[\"api.github.com\"]}");
+	assert_string_equal(s, "secret gh GH Authorization api.github.com Bearer agent-gh\n"
+			       "secret oa OA Authorization api.openai.com Bearer agent-oa\n");
+	free(s);
+	/* Named: only those; none: none. */
+	s = merged_secrets("{\"agent_secrets\":[\"oa\"]}");
+	assert_string_equal(s, "secret oa OA Authorization api.openai.com Bearer agent-oa\n");
+	free(s);
+	assert_null(merged_secrets("{\"agent_secrets\":[]}"));
+	/* The sandbox's own replaces the agent's of the same name, and of the same variable. */
+	s = merged_secrets("{\"secrets\":[{\"name\":\"gh\",\"env\":\"GH2\",\"header\":\"X-T\","
+			   "\"hosts\":[\"x.com\"],\"value\":\"own\"},{\"name\":\"mine\","
+			   "\"env\":\"OA\",\"header\":\"X-T\",\"hosts\":[\"y.com\"],"
+			   "\"value\":\"own2\"}]}");
+	assert_string_equal(s, "secret gh GH2 X-T x.com own\nsecret mine OA X-T y.com own2\n");
+	free(s);
+	/* An unknown name, a bad list, bad own secrets: refused, named. */
+	const char *bad[][2] = {
+		{ "{\"agent_secrets\":[\"nope\"]}", "agent_secrets" },
+		{ "{\"agent_secrets\":\"gh\"}", "agent_secrets" },
+		{ "{\"agent_secrets\":[1]}", "agent_secrets" },
+		{ "{\"secrets\":{}}", "secrets" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		net = js(bad[i][0]);
+		memset(&e, 0, sizeof(e));
+		if (net_merge_agent_secrets(net, agent, &merged, &e) != -1)
+			fail_msg("accepted %s", bad[i][0]);
+		assert_int_equal(e.status, 400);
+		assert_string_equal(e.field, bad[i][1]);
+		assert_null(merged);
+		json_decref(net);
+	}
+	/* More than a sandbox takes, with the agent's counted: refused at parse. */
+	net = js("{\"secrets\":[" "{\"name\":\"a0\",\"env\":\"A0\",\"header\":\"H\",\"hosts\":[\"x.com\"],\"value\":\"v\"},"
+		 "{\"name\":\"a1\",\"env\":\"A1\",\"header\":\"H\",\"hosts\":[\"x.com\"],\"value\":\"v\"},"
+		 "{\"name\":\"a2\",\"env\":\"A2\",\"header\":\"H\",\"hosts\":[\"x.com\"],\"value\":\"v\"},"
+		 "{\"name\":\"a3\",\"env\":\"A3\",\"header\":\"H\",\"hosts\":[\"x.com\"],\"value\":\"v\"},"
+		 "{\"name\":\"a4\",\"env\":\"A4\",\"header\":\"H\",\"hosts\":[\"x.com\"],\"value\":\"v\"},"
+		 "{\"name\":\"a5\",\"env\":\"A5\",\"header\":\"H\",\"hosts\":[\"x.com\"],\"value\":\"v\"},"
+		 "{\"name\":\"a6\",\"env\":\"A6\",\"header\":\"H\",\"hosts\":[\"x.com\"],\"value\":\"v\"},"
+		 "{\"name\":\"a7\",\"env\":\"A7\",\"header\":\"H\",\"hosts\":[\"x.com\"],\"value\":\"v\"},"
+		 "{\"name\":\"a8\",\"env\":\"A8\",\"header\":\"H\",\"hosts\":[\"x.com\"],\"value\":\"v\"},"
+		 "{\"name\":\"a9\",\"env\":\"A9\",\"header\":\"H\",\"hosts\":[\"x.com\"],\"value\":\"v\"},"
+		 "{\"name\":\"b0\",\"env\":\"B0\",\"header\":\"H\",\"hosts\":[\"x.com\"],\"value\":\"v\"},"
+		 "{\"name\":\"b1\",\"env\":\"B1\",\"header\":\"H\",\"hosts\":[\"x.com\"],\"value\":\"v\"},"
+		 "{\"name\":\"b2\",\"env\":\"B2\",\"header\":\"H\",\"hosts\":[\"x.com\"],\"value\":\"v\"},"
+		 "{\"name\":\"b3\",\"env\":\"B3\",\"header\":\"H\",\"hosts\":[\"x.com\"],\"value\":\"v\"},"
+		 "{\"name\":\"b4\",\"env\":\"B4\",\"header\":\"H\",\"hosts\":[\"x.com\"],\"value\":\"v\"}]}");
+	assert_int_equal(net_merge_agent_secrets(net, agent, &merged, &e), 0);
+	assert_int_equal(json_array_size(json_object_get(merged, "secrets")), 17);
+	{
+		struct net_config c;
+
+		memset(&e, 0, sizeof(e));
+		assert_int_equal(net_config_parse(merged, false, NULL, &c, &e), -1);
+		assert_string_equal(e.field, "secrets");
+	}
+	json_decref(merged);
+	json_decref(net);
+	json_decref(agent);
+}
+
+/* One secret as the agent's store takes it: normalised, its value never in what is shown. */
+static void test_secret_check(void **state)
+{
+	struct api_error e = { 0 };
+	json_t *sec = js("{\"name\":\"gh\",\"env\":\"GH\",\"header\":\"Authorization\","
+			 "\"hosts\":[\"API.GitHub.com.\",\"*.githubusercontent.com\"],"
+			 "\"value\":\"Bearer v\"}"), *shown;
+	char *text;
+
+	(void)state;
+	assert_int_equal(net_secret_check(sec, "secret", &shown, &e), 0);
+	text = json_dumps(shown, JSON_COMPACT | JSON_SORT_KEYS);
+	assert_string_equal(text, "{\"env\":\"GH\",\"header\":\"Authorization\",\"hosts\":"
+			    "[\"api.github.com\",\"*.githubusercontent.com\"],\"name\":\"gh\"}");
+	free(text);
+	json_decref(shown);
+	json_object_set_new(sec, "value", json_string("a\r\nX-Evil: 1"));
+	assert_int_equal(net_secret_check(sec, "secret", &shown, &e), -1);
+	assert_null(shown);
+	assert_int_equal(e.status, 400);
+	assert_non_null(strstr(e.message, "secret: value"));
+	json_decref(sec);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -179,6 +301,8 @@ int main(void)
 		cmocka_unit_test(test_empty),
 		cmocka_unit_test(test_update),
 		cmocka_unit_test(test_refused),
+		cmocka_unit_test(test_agent_secrets),
+		cmocka_unit_test(test_secret_check),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
