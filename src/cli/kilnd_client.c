@@ -387,3 +387,30 @@ long kilnd_positive(const char *opt, const char *s)
 	}
 	return v;
 }
+
+void kilnd_opts_init(struct kilnd_opts *o)
+{
+	const char *sock = getenv("KILN_SOCKET");
+
+	o->sock = sock && *sock ? sock : "/run/kiln/kilnd.sock";
+	o->key = getenv("KILN_API_KEY");
+	o->json = false;
+}
+
+bool kilnd_opt(struct kilnd_opts *o, int c, const char *arg)
+{
+	switch (c) {
+	case 'k': o->sock = arg; return true;
+	case 'K': o->key = arg; return true;
+	case 'j': o->json = true; return true;
+	default: return false;
+	}
+}
+
+void kilnd_opts_need_key(const struct kilnd_opts *o, const char *cmd)
+{
+	if (o->key && *o->key)
+		return;
+	fprintf(stderr, "kiln: %s: need an API key (--key KEY or KILN_API_KEY)\n", cmd);
+	exit(125);
+}

@@ -5,7 +5,28 @@
 #ifndef KILN_KILND_CLIENT_H
 #define KILN_KILND_CLIENT_H
 
+#include <getopt.h>
 #include <jansson.h>
+#include <stdbool.h>
+
+/* The options every command that talks to kilnd takes: --kilnd SOCK (else $KILN_SOCKET,
+ * else /run/kiln/kilnd.sock), --key KEY (else $KILN_API_KEY), --json. */
+struct kilnd_opts {
+	const char *sock, *key;
+	bool json;
+};
+
+/* Their entries for a getopt_long table; kilnd_opt takes the letters 'k', 'K' and 'j'. */
+#define KILND_LONGOPTS \
+	{ "kilnd", required_argument, NULL, 'k' }, { "key", required_argument, NULL, 'K' }, \
+	{ "json", no_argument, NULL, 'j' }
+
+/* o from the environment, before any option. */
+void kilnd_opts_init(struct kilnd_opts *o);
+/* Take option c (with its argument); false if it is not one of these. */
+bool kilnd_opt(struct kilnd_opts *o, int c, const char *arg);
+/* Exit 125 saying that cmd needs an API key, when o has none. */
+void kilnd_opts_need_key(const struct kilnd_opts *o, const char *cmd);
 
 /*
  * Send method path (with body, a JSON text or NULL) to the kilnd at sock with key as Bearer.

@@ -32,10 +32,10 @@
 #define EXIT_KILN	125
 
 struct sb_opts {
-	const char *sock, *key, *template, *state, *on_timeout;
+	struct kilnd_opts k;
+	const char *template, *state, *on_timeout;
 	const char *network;		/* --network / --set: JSON or @FILE */
 	long cpus, memory, timeout;
-	bool json;
 	json_t *env, *metadata;
 };
 
@@ -59,8 +59,7 @@ static void sb_usage(void)
 static int sb_parse(int argc, char **argv, struct sb_opts *o)
 {
 	static const struct option longopts[] = {
-		{ "kilnd", required_argument, NULL, 'k' }, { "key", required_argument, NULL, 'K' },
-		{ "json", no_argument, NULL, 'j' }, { "template", required_argument, NULL, 'T' },
+		KILND_LONGOPTS, { "template", required_argument, NULL, 'T' },
 		{ "image", required_argument, NULL, 'T' }, { "state", required_argument, NULL, 's' },
 		{ "cpus", required_argument, NULL, 'c' }, { "memory", required_argument, NULL, 'm' },
 		{ "timeout", required_argument, NULL, 't' }, { "env", required_argument, NULL, 'e' },
@@ -69,21 +68,16 @@ static int sb_parse(int argc, char **argv, struct sb_opts *o)
 		{ "network", required_argument, NULL, 'N' }, { "set", required_argument, NULL, 'N' },
 		{ 0 }
 	};
-	const char *env_sock = getenv("KILN_SOCKET");
 	char *eq;
 	int c;
 
 	memset(o, 0, sizeof(*o));
-	o->sock = env_sock && *env_sock ? env_sock : "/run/kiln/kilnd.sock";
-	o->key = getenv("KILN_API_KEY");
+	kilnd_opts_init(&o->k);
 	o->env = json_object();
 	o->metadata = json_object();
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "+e:", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'k': o->sock = optarg; break;
-		case 'K': o->key = optarg; break;
-		case 'j': o->json = true; break;
 		case 'T': o->template = optarg; break;
 		case 's': o->state = optarg; break;
 		case 'c': o->cpus = kilnd_positive("--cpus", optarg); break;
@@ -101,13 +95,12 @@ static int sb_parse(int argc, char **argv, struct sb_opts *o)
 			break;
 		case 'O': o->on_timeout = optarg; break;
 		case 'N': o->network = optarg; break;
-		default: sb_usage();
+		default:
+			if (!kilnd_opt(&o->k, c, optarg))
+				sb_usage();
 		}
 	}
-	if (!o->key || !*o->key) {
-		fprintf(stderr, "kiln: sandbox: need an API key (--key KEY or KILN_API_KEY)\n");
-		exit(EXIT_KILN);
-	}
+	kilnd_opts_need_key(&o->k, "sandbox");
 	return optind;
 }
 
@@ -158,8 +151,8 @@ static int sb_create(const struct sb_opts *o)
 		json_object_set_new(body, "on_timeout", json_string(o->on_timeout));
 	if (o->network)
 		json_object_set_new(body, "network", json_arg("--network", o->network));
-	sb = kilnd_call(o->sock, o->key, "POST", "/v1/sandboxes", body);
-	if (o->json)
+	sb = kilnd_call(o->k.sock, o->k.key, "POST", "/v1/sandboxes", body);
+	if (o->k.json)
 		kilnd_print_json(sb);
 	else
 		printf("%s\n", kilnd_str(sb, "id"));
@@ -223,7 +216,7 @@ static int sb_ls(const struct sb_opts *o)
 		size_t i;
 
 		path = ls_path(o, after);
-		page = kilnd_call(o->sock, o->key, "GET", path, NULL);
+		page = kilnd_call(o->k.sock, o->k.key, "GET", path, NULL);
 		free(path);
 		list = json_object_get(page, "sandboxes");
 		json_array_foreach(list, i, sb)
@@ -235,7 +228,7 @@ static int sb_ls(const struct sb_opts *o)
 		snprintf(after, sizeof(after), "%s", kilnd_str(page, "next_after"));
 		json_decref(page);
 	}
-	if (o->json) {
+	if (o->k.json) {
 		kilnd_print_json(all);
 	} else {
 		size_t i;
@@ -267,10 +260,10 @@ static int sb_each(const struct sb_opts *o, const char *verb, char **ids, int n)
 			snprintf(path, sizeof(path), "/v1/sandboxes/%s", ids[i]);
 		else
 			snprintf(path, sizeof(path), "/v1/sandboxes/%s/%s", ids[i], verb);
-		sb = kilnd_call(o->sock, o->key, strcmp(verb, "rm") ? "POST" : "DELETE", path, NULL);
-		if (!o->json && i == 0)
+		sb = kilnd_call(o->k.sock, o->k.key, strcmp(verb, "rm") ? "POST" : "DELETE", path, NULL);
+		if (!o->k.json && i == 0)
 			table_header();
-		if (o->json)
+		if (o->k.json)
 			kilnd_print_json(sb);
 		else
 			table_row(sb);
@@ -333,9 +326,9 @@ static int sb_exec(const struct sb_opts *o, char **args, int n)
 	if (o->timeout)
 		json_object_set_new(body, "timeout_s", json_integer(o->timeout));
 	snprintf(path, sizeof(path), "/v1/sandboxes/%s/exec", args[0]);
-	res = kilnd_call(o->sock, o->key, "POST", path, body);
+	res = kilnd_call(o->k.sock, o->k.key, "POST", path, body);
 	json_decref(body);
-	if (o->json) {
+	if (o->k.json) {
 		kilnd_print_json(res);
 	} else {
 		put_output(res, "stdout", stdout);
@@ -407,7 +400,7 @@ static int sb_cp(const struct sb_opts *o, char **args, int n)
 			return EXIT_KILN;
 		}
 		snprintf(path, sizeof(path), "/v1/sandboxes/%s/files?path=%s", id, query);
-		status = kilnd_download(o->sock, o->key, path, fd, &out, err, sizeof(err));
+		status = kilnd_download(o->k.sock, o->k.key, path, fd, &out, err, sizeof(err));
 		if (fd != 1)
 			close(fd);
 		if (status != 200) {
@@ -422,12 +415,12 @@ static int sb_cp(const struct sb_opts *o, char **args, int n)
 			return EXIT_KILN;
 		}
 		snprintf(path, sizeof(path), "/v1/sandboxes/%s/files?path=%s", id, query);
-		status = kilnd_upload(o->sock, o->key, path, fd, &out, err, sizeof(err));
+		status = kilnd_upload(o->k.sock, o->k.key, path, fd, &out, err, sizeof(err));
 		if (fd != 0)
 			close(fd);
 		if (status < 200 || status >= 300)
 			return transfer_failed(status, out, err);
-		if (o->json)
+		if (o->k.json)
 			kilnd_print_json(out);
 	} else {
 		fprintf(stderr, "kiln: sandbox cp: one side must be ID:/absolute/path, the other "
@@ -447,8 +440,8 @@ int cmd_usage(int argc, char **argv)
 
 	if (sb_parse(argc, argv, &o) != argc)
 		sb_usage();
-	u = kilnd_call(o.sock, o.key, "GET", "/v1/usage", NULL);
-	if (o.json) {
+	u = kilnd_call(o.k.sock, o.k.key, "GET", "/v1/usage", NULL);
+	if (o.k.json) {
 		kilnd_print_json(u);
 	} else {
 		printf("%-22s %10s %12s %12s %12s\n", "SANDBOX", "RUN_S", "VCPU_S", "MEM_GIB_S",
@@ -481,7 +474,7 @@ static int sb_network(const struct sb_opts *o, char **args, int n)
 	if (n != 1 || !id_ok(args[0]))
 		sb_usage();
 	snprintf(path, sizeof(path), "/v1/sandboxes/%s/network", args[0]);
-	net = kilnd_call(o->sock, o->key, body ? "PUT" : "GET", path, body);
+	net = kilnd_call(o->k.sock, o->k.key, body ? "PUT" : "GET", path, body);
 	kilnd_print_json(net);
 	json_decref(body);
 	json_decref(net);
@@ -498,8 +491,8 @@ static int sb_expose(const struct sb_opts *o, char **args, int n)
 		sb_usage();
 	body = json_pack("{s:I}", "port", (json_int_t)kilnd_positive("PORT", args[1]));
 	snprintf(path, sizeof(path), "/v1/sandboxes/%s/ports", args[0]);
-	port = kilnd_call(o->sock, o->key, "POST", path, body);
-	if (o->json)
+	port = kilnd_call(o->k.sock, o->k.key, "POST", path, body);
+	if (o->k.json)
 		kilnd_print_json(port);
 	else
 		printf("%s\n", kilnd_str(port, "url"));

@@ -25,8 +25,8 @@
 #define VALUE_MAX	4096
 
 struct s_opts {
-	const char *sock, *key, *env, *header, *hosts;
-	bool json;
+	struct kilnd_opts k;
+	const char *env, *header, *hosts;
 };
 
 static void s_usage(void)
@@ -43,33 +43,26 @@ static void s_usage(void)
 static int s_parse(int argc, char **argv, struct s_opts *o)
 {
 	static const struct option longopts[] = {
-		{ "kilnd", required_argument, NULL, 'k' }, { "key", required_argument, NULL, 'K' },
-		{ "json", no_argument, NULL, 'j' }, { "env", required_argument, NULL, 'e' },
+		KILND_LONGOPTS, { "env", required_argument, NULL, 'e' },
 		{ "header", required_argument, NULL, 'H' }, { "hosts", required_argument, NULL, 'h' },
 		{ 0 }
 	};
-	const char *env_sock = getenv("KILN_SOCKET");
 	int c;
 
 	memset(o, 0, sizeof(*o));
-	o->sock = env_sock && *env_sock ? env_sock : "/run/kiln/kilnd.sock";
-	o->key = getenv("KILN_API_KEY");
+	kilnd_opts_init(&o->k);
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'k': o->sock = optarg; break;
-		case 'K': o->key = optarg; break;
-		case 'j': o->json = true; break;
 		case 'e': o->env = optarg; break;
 		case 'H': o->header = optarg; break;
 		case 'h': o->hosts = optarg; break;
-		default: s_usage();
+		default:
+			if (!kilnd_opt(&o->k, c, optarg))
+				s_usage();
 		}
 	}
-	if (!o->key || !*o->key) {
-		fprintf(stderr, "kiln: secret: need an API key (--key KEY or KILN_API_KEY)\n");
-		exit(EXIT_KILN);
-	}
+	kilnd_opts_need_key(&o->k, "secret");
 	return optind;
 }
 
@@ -140,8 +133,8 @@ static int s_set(const struct s_opts *o, char **args, int n)
 	memset(value, 0, strlen(value));
 	free(value);
 	snprintf(path, sizeof(path), "/v1/secrets/%s", args[0]);
-	out = kilnd_call(o->sock, o->key, "PUT", path, body);
-	if (o->json)
+	out = kilnd_call(o->k.sock, o->k.key, "PUT", path, body);
+	if (o->k.json)
 		kilnd_print_json(out);
 	json_decref(body);
 	json_decref(out);
@@ -150,10 +143,10 @@ static int s_set(const struct s_opts *o, char **args, int n)
 
 static int s_ls(const struct s_opts *o)
 {
-	json_t *out = kilnd_call(o->sock, o->key, "GET", "/v1/secrets", NULL), *sec, *h;
+	json_t *out = kilnd_call(o->k.sock, o->k.key, "GET", "/v1/secrets", NULL), *sec, *h;
 	size_t i, j;
 
-	if (o->json) {
+	if (o->k.json) {
 		kilnd_print_json(out);
 	} else {
 		printf("%-20s %-24s %-20s %s\n", "NAME", "ENV", "HEADER", "HOSTS");
@@ -179,7 +172,7 @@ static int s_rm(const struct s_opts *o, char **args, int n)
 		if (!name_ok(args[i]))
 			return EXIT_KILN;
 		snprintf(path, sizeof(path), "/v1/secrets/%s", args[i]);
-		json_decref(kilnd_call(o->sock, o->key, "DELETE", path, NULL));
+		json_decref(kilnd_call(o->k.sock, o->k.key, "DELETE", path, NULL));
 	}
 	return 0;
 }

@@ -27,9 +27,9 @@
 #define POLL_US		500000
 
 struct t_opts {
-	const char *sock, *key;
+	struct kilnd_opts k;
 	long cpus, memory;
-	bool json, wait;
+	bool wait;
 };
 
 static void t_usage(void)
@@ -46,33 +46,26 @@ static void t_usage(void)
 static int t_parse(int argc, char **argv, struct t_opts *o)
 {
 	static const struct option longopts[] = {
-		{ "kilnd", required_argument, NULL, 'k' }, { "key", required_argument, NULL, 'K' },
-		{ "json", no_argument, NULL, 'j' }, { "wait", no_argument, NULL, 'w' },
+		KILND_LONGOPTS, { "wait", no_argument, NULL, 'w' },
 		{ "cpus", required_argument, NULL, 'c' }, { "memory", required_argument, NULL, 'm' },
 		{ 0 }
 	};
-	const char *env_sock = getenv("KILN_SOCKET");
 	int c;
 
 	memset(o, 0, sizeof(*o));
-	o->sock = env_sock && *env_sock ? env_sock : "/run/kiln/kilnd.sock";
-	o->key = getenv("KILN_API_KEY");
+	kilnd_opts_init(&o->k);
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'k': o->sock = optarg; break;
-		case 'K': o->key = optarg; break;
-		case 'j': o->json = true; break;
 		case 'w': o->wait = true; break;
 		case 'c': o->cpus = kilnd_positive("--cpus", optarg); break;
 		case 'm': o->memory = kilnd_positive("--memory", optarg); break;
-		default: t_usage();
+		default:
+			if (!kilnd_opt(&o->k, c, optarg))
+				t_usage();
 		}
 	}
-	if (!o->key || !*o->key) {
-		fprintf(stderr, "kiln: template: need an API key (--key KEY or KILN_API_KEY)\n");
-		exit(EXIT_KILN);
-	}
+	kilnd_opts_need_key(&o->k, "template");
 	return optind;
 }
 
@@ -94,10 +87,10 @@ static void shapes(json_t *t, char *out, size_t len)
 
 static int t_ls(const struct t_opts *o)
 {
-	json_t *all = kilnd_call(o->sock, o->key, "GET", "/v1/templates", NULL), *t;
+	json_t *all = kilnd_call(o->k.sock, o->k.key, "GET", "/v1/templates", NULL), *t;
 	size_t i;
 
-	if (o->json) {
+	if (o->k.json) {
 		kilnd_print_json(json_object_get(all, "templates"));
 		json_decref(all);
 		return 0;
@@ -139,7 +132,7 @@ static json_t *wait_job(const struct t_opts *o, const char *name, const char *ki
 	while (!strcmp(kilnd_str(job, "state"), "running")) {
 		usleep(POLL_US);
 		json_decref(job);
-		job = kilnd_call(o->sock, o->key, "GET", path, NULL);
+		job = kilnd_call(o->k.sock, o->k.key, "GET", path, NULL);
 	}
 	return job;
 }
@@ -156,11 +149,11 @@ static int t_job(const struct t_opts *o, const char *kind, const char *name)
 	if (o->memory)
 		json_object_set_new(body, "memory_mib", json_integer(o->memory));
 	snprintf(path, sizeof(path), "/v1/templates/%s/%s", segment(name), kind);
-	job = kilnd_call(o->sock, o->key, "POST", path, body);
+	job = kilnd_call(o->k.sock, o->k.key, "POST", path, body);
 	json_decref(body);
 	if (o->wait)
 		job = wait_job(o, name, kind, job);
-	if (o->json)
+	if (o->k.json)
 		kilnd_print_json(job);
 	else if (!o->wait)
 		printf("%s\n", kilnd_str(job, "id"));
@@ -181,8 +174,8 @@ static int t_unwarm(const struct t_opts *o, const char *name)
 	size_t i;
 
 	snprintf(path, sizeof(path), "/v1/templates/%s/warm", segment(name));
-	res = kilnd_call(o->sock, o->key, "DELETE", path, NULL);
-	if (o->json)
+	res = kilnd_call(o->k.sock, o->k.key, "DELETE", path, NULL);
+	if (o->k.json)
 		kilnd_print_json(res);
 	else
 		json_array_foreach(json_object_get(res, "removed"), i, s)
