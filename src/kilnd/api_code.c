@@ -26,7 +26,6 @@
 #include "api_code.h"
 #include "code_json.h"
 
-#define MAX_CELL_OUTPUT	(8u << 20)	/* per stream; the rest is counted, not kept */
 #define MAX_CELL_RESULTS (32u << 20)	/* all results of a cell together */
 
 /* Serialises making a sandbox's default context: two first cells must not make two. */
@@ -154,27 +153,6 @@ out:
 	return ret;
 }
 
-struct output {
-	uint8_t *data;
-	size_t len, total;
-};
-
-static void keep(struct output *o, const uint8_t *data, size_t len)
-{
-	size_t room = MAX_CELL_OUTPUT - o->len, n = len < room ? len : room;
-	uint8_t *grown;
-
-	o->total += len;
-	if (!n)
-		return;
-	grown = realloc(o->data, o->len + n);
-	if (!grown)
-		return;
-	o->data = grown;
-	memcpy(o->data + o->len, data, n);
-	o->len += n;
-}
-
 static const char *status_name(uint8_t status)
 {
 	switch (status) {
@@ -254,7 +232,7 @@ static int start_cell(const struct sandbox *s, const struct code_req *q, const c
 static json_t *run_cell(int fd, const char *id, struct api_error *e)
 {
 	struct agent_cell_event ev = { 0 };
-	struct output out = { 0 }, err = { 0 };
+	struct kept_output out = { 0 }, err = { 0 };
 	json_t *results = json_array(), *cur = NULL, *error = json_null(), *res = NULL;
 	size_t result_bytes = 0;
 	uint32_t cur_index = 0;
@@ -265,7 +243,7 @@ static json_t *run_cell(int fd, const char *id, struct api_error *e)
 		switch (ev.type) {
 		case CEV_STDOUT:
 		case CEV_STDERR:
-			keep(ev.type == CEV_STDOUT ? &out : &err, ev.data, ev.len);
+			output_keep(ev.type == CEV_STDOUT ? &out : &err, ev.data, ev.len);
 			continue;
 		case CEV_RESULT:
 			result_bytes += ev.len;

@@ -457,95 +457,20 @@ static enum MHD_Result upload(struct request *r, const struct sandbox *s)
 	return reply_json(r, 200, file_json(s, path, part.len, now_ms() / 1000));
 }
 
-struct download {
-	int pipe_r, pipe_w, agent_fd;
-	pthread_t thread;
-	char path[4096];
-};
-
-static void *download_thread(void *arg)
-{
-	struct download *d = arg;
-	struct agent_error ae = { 0 };
-	uint64_t bytes = 0;
-
-	agent_read_file(d->agent_fd, d->path, d->pipe_w, &bytes, &ae);
-	close(d->pipe_w);	/* the end of the response */
-	d->pipe_w = -1;
-	return NULL;
-}
-
-static ssize_t download_read(void *cls, uint64_t pos, char *buf, size_t max)
-{
-	struct download *d = cls;
-	ssize_t n;
-
-	(void)pos;
-	do
-		n = read(d->pipe_r, buf, max);
-	while (n < 0 && errno == EINTR);
-	if (n == 0)
-		return MHD_CONTENT_READER_END_OF_STREAM;
-	return n < 0 ? MHD_CONTENT_READER_END_WITH_ERROR : n;
-}
-
-static void download_free(void *cls)
-{
-	struct download *d = cls;
-
-	close(d->pipe_r);	/* a thread still writing gets EPIPE */
-	shutdown(d->agent_fd, SHUT_RDWR);
-	pthread_join(d->thread, NULL);
-	close(d->agent_fd);
-	free(d);
-}
-
 static enum MHD_Result content(struct request *r, const struct sandbox *s)
 {
 	json_t *f = find_file(r, s);
-	struct MHD_Response *resp;
-	struct download *d;
-	enum MHD_Result ret;
-	int p[2];
+	char path[4096];
+	int fd;
 
 	if (!f)
 		return reply_error(r, &r->e);
-	d = calloc(1, sizeof(*d));
-	if (!d) {
-		json_decref(f);
-		return MHD_NO;
-	}
-	snprintf(d->path, sizeof(d->path), "%s", json_string_value(json_object_get(f, "path")));
+	snprintf(path, sizeof(path), "%s", json_string_value(json_object_get(f, "path")));
 	json_decref(f);
-	d->agent_fd = sandbox_agent(s, &r->e);
-	if (d->agent_fd < 0) {
-		free(d);
+	fd = sandbox_agent(s, &r->e);
+	if (fd < 0)
 		return reply_error(r, &r->e);
-	}
-	if (pipe2(p, O_CLOEXEC)) {
-		close(d->agent_fd);
-		free(d);
-		return MHD_NO;
-	}
-	d->pipe_r = p[0];
-	d->pipe_w = p[1];
-	if (pthread_create(&d->thread, NULL, download_thread, d)) {
-		close(p[0]);
-		close(p[1]);
-		close(d->agent_fd);
-		free(d);
-		return MHD_NO;
-	}
-	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, download_read, d,
-						 download_free);
-	if (!resp) {
-		download_free(d);
-		return MHD_NO;
-	}
-	MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
-	ret = MHD_queue_response(r->conn, 200, resp);
-	MHD_destroy_response(resp);
-	return ret;
+	return reply_guest_file(r, fd, path);
 }
 
 static enum MHD_Result delete_file(struct request *r, const struct sandbox *s)

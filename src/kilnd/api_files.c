@@ -275,38 +275,27 @@ static int check_regular(struct request *r, int fd, const char *path)
 	return ret;
 }
 
-static enum MHD_Result download(struct request *r)
+enum MHD_Result reply_guest_file(struct request *r, int agent_fd, const char *path)
 {
 	struct MHD_Response *resp;
-	struct download *d;
-	const char *path;
-	int fd = open_agent(r, &path), p[2];
+	struct download *d = calloc(1, sizeof(*d));
+	enum MHD_Result ret;
+	int p[2];
 
-	if (fd < 0)
-		return reply_error(r, &r->e);
-	if (check_regular(r, fd, path)) {
-		close(fd);
-		return reply_error(r, &r->e);
-	}
-	close(fd);
-	fd = open_agent(r, &path);	/* a connection carries one operation */
-	d = calloc(1, sizeof(*d));
-	if (fd < 0 || !d || pipe2(p, O_CLOEXEC)) {
-		if (fd >= 0)
-			close(fd);
+	if (!d || pipe2(p, O_CLOEXEC)) {
+		close(agent_fd);
 		free(d);
-		if (fd >= 0)
-			api_fail(&r->e, 500, "internal", NULL, "cannot start the download");
+		api_fail(&r->e, 500, "internal", NULL, "cannot start the download");
 		return reply_error(r, &r->e);
 	}
 	d->pipe_r = p[0];
 	d->pipe_w = p[1];
-	d->agent_fd = fd;
+	d->agent_fd = agent_fd;
 	snprintf(d->path, sizeof(d->path), "%s", path);
 	if (pthread_create(&d->thread, NULL, download_thread, d)) {
 		close(p[0]);
 		close(p[1]);
-		close(fd);
+		close(agent_fd);
 		free(d);
 		api_fail(&r->e, 500, "internal", NULL, "cannot start the download");
 		return reply_error(r, &r->e);
@@ -318,10 +307,27 @@ static enum MHD_Result download(struct request *r)
 		return MHD_NO;
 	}
 	MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
-	enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
-
+	ret = MHD_queue_response(r->conn, 200, resp);
 	MHD_destroy_response(resp);
 	return ret;
+}
+
+static enum MHD_Result download(struct request *r)
+{
+	const char *path;
+	int fd = open_agent(r, &path);
+
+	if (fd < 0)
+		return reply_error(r, &r->e);
+	if (check_regular(r, fd, path)) {
+		close(fd);
+		return reply_error(r, &r->e);
+	}
+	close(fd);
+	fd = open_agent(r, &path);	/* a connection carries one operation */
+	if (fd < 0)
+		return reply_error(r, &r->e);
+	return reply_guest_file(r, fd, path);
 }
 
 static void on_entry(const struct agent_entry *en, void *ctx)

@@ -34,7 +34,6 @@
 #define LOGS_MAX_BYTES	(64u << 20)	/* all processes: past it a process keeps less */
 #define MAX_PROCS	1024		/* background processes tracked over all sandboxes */
 #define KEEP_IDLE_MS	(10 * 60 * 1000)	/* an ended, unwatched record is forgotten */
-#define MAX_OUTPUT	(8u << 20)	/* foreground JSON result, per stream */
 #define SEND_TIMEOUT_S	30		/* a guest that does not take stdin */
 #define KEEPALIVE_S	15		/* a silent stream says so, to find clients gone */
 
@@ -563,68 +562,43 @@ static void describe(const struct process_req *q, char *out, size_t len)
 		used += snprintf(out + used, len - used, "%s%s", a == q->x.argv ? "" : " ", *a);
 }
 
-struct collected {
-	uint8_t *data;
-	size_t len, total;
-};
-
-static void collect(struct collected *o, const uint8_t *data, size_t len)
+json_t *collect_process(int fd, uint8_t **buf, size_t *cap, struct api_error *e)
 {
-	size_t room = MAX_OUTPUT - o->len, n = len < room ? len : room;
-	uint8_t *grown;
+	struct kept_output out = { 0 }, err = { 0 };
+	struct agent_event ev;
+	json_t *res = NULL;
 
-	o->total += len;
-	if (!n || !(grown = realloc(o->data, o->len + n)))
-		return;
-	o->data = grown;
-	memcpy(o->data + o->len, data, n);
-	o->len += n;
-}
-
-static void put_collected(json_t *res, const char *name, struct collected *o)
-{
-	char key[32];
-	bool b64;
-
-	json_object_set_new(res, name, bytes_json(o->data ? o->data : (uint8_t *)"", o->len, &b64));
-	snprintf(key, sizeof(key), "%s_encoding", name);
-	json_object_set_new(res, key, json_string(b64 ? "base64" : "utf-8"));
-	snprintf(key, sizeof(key), "%s_truncated", name);
-	json_object_set_new(res, key, json_boolean(o->total > o->len));
-	free(o->data);
+	while (agent_next_event(fd, &ev, buf, cap) == 0) {
+		if (ev.type == EV_STDOUT || ev.type == EV_STDERR) {
+			output_keep(ev.type == EV_STDOUT ? &out : &err, ev.data, ev.len);
+			continue;
+		}
+		if (ev.type == EV_ERROR) {
+			api_fail(e, 502, "exec_failed", NULL, "%s", ev.error.message);
+			break;
+		}
+		res = exit_event(ev.exit_code, ev.exit_signal, ev.timed_out);
+		json_object_del(res, "type");
+		break;
+	}
+	if (!res && !e->status)
+		api_fail(e, 502, "agent_unreachable", NULL, "connection to the guest agent lost");
+	if (res) {
+		output_put(res, "stdout", &out);
+		output_put(res, "stderr", &err);
+	}
+	free(out.data);
+	free(err.data);
+	return res;
 }
 
 /* Foreground without streaming: the whole result as one JSON object, like /exec. */
 static enum MHD_Result reply_collected(struct request *r, struct stream *st)
 {
-	struct collected out = { 0 }, err = { 0 };
-	struct agent_event ev;
-	json_t *res = NULL;
+	json_t *res = collect_process(st->fd, &st->buf, &st->cap, &r->e);
 
-	while (agent_next_event(st->fd, &ev, &st->buf, &st->cap) == 0) {
-		if (ev.type == EV_STDOUT || ev.type == EV_STDERR) {
-			collect(ev.type == EV_STDOUT ? &out : &err, ev.data, ev.len);
-			continue;
-		}
-		if (ev.type == EV_ERROR) {
-			api_fail(&r->e, 502, "exec_failed", NULL, "%s", ev.error.message);
-			break;
-		}
-		res = exit_event(ev.exit_code, ev.exit_signal, ev.timed_out);
-		json_object_del(res, "type");
+	if (res)
 		json_object_set_new(res, "pid", json_integer(st->pid));
-		break;
-	}
-	if (!res && !r->e.status)
-		api_fail(&r->e, 502, "agent_unreachable", NULL,
-			 "connection to the guest agent lost");
-	if (res) {
-		put_collected(res, "stdout", &out);
-		put_collected(res, "stderr", &err);
-	} else {
-		free(out.data);
-		free(err.data);
-	}
 	stream_free(st);
 	return res ? reply_json(r, 200, res) : reply_error(r, &r->e);
 }

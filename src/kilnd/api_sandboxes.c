@@ -14,7 +14,6 @@
 #include "http.h"
 #include "sandbox.h"
 
-#define MAX_EXEC_OUTPUT	(8u << 20)	/* per stream; the rest is counted, not kept */
 #define MAX_LIST_LIMIT	1000
 
 int own_sandbox(struct request *r, struct sandbox *s)
@@ -150,48 +149,13 @@ static enum MHD_Result set_timeout(struct request *r, const struct sandbox *s)
 	return reply_json(r, 200, db_sandbox_json(s->id));
 }
 
-struct output {
-	uint8_t *data;
-	size_t len, total;
-};
-
-static void keep(struct output *o, const uint8_t *data, size_t len)
-{
-	size_t room = MAX_EXEC_OUTPUT - o->len, n = len < room ? len : room;
-	uint8_t *grown;
-
-	o->total += len;
-	if (!n)
-		return;
-	grown = realloc(o->data, o->len + n);
-	if (!grown)
-		return;
-	o->data = grown;
-	memcpy(o->data + o->len, data, n);
-	o->len += n;
-}
-
-static void put_output(json_t *res, const char *name, const struct output *o)
-{
-	char key[32];
-	bool b64;
-
-	json_object_set_new(res, name, bytes_json(o->data ? o->data : (uint8_t *)"", o->len, &b64));
-	snprintf(key, sizeof(key), "%s_encoding", name);
-	json_object_set_new(res, key, json_string(b64 ? "base64" : "utf-8"));
-	snprintf(key, sizeof(key), "%s_truncated", name);
-	json_object_set_new(res, key, json_boolean(o->total > o->len));
-}
-
 /* Run the command to the end, collecting its output; the JSON result or NULL with e set. */
 static json_t *run_exec(const struct sandbox *s, const struct exec_req *x, struct api_error *e)
 {
 	struct agent_exec ax = { .argv = (char *const *)x->argv, .shell = x->shell,
 				 .env = x->env, .cwd = x->cwd, .user = x->user,
 				 .timeout_ms = x->timeout_s * 1000 };
-	struct output out = { 0 }, err = { 0 };
 	struct agent_error ae = { 0 };
-	struct agent_event ev;
 	char dir[PATH_MAX], sock[PATH_MAX];
 	uint8_t *buf = NULL;
 	size_t cap = 0;
@@ -211,28 +175,9 @@ static json_t *run_exec(const struct sandbox *s, const struct exec_req *x, struc
 			 ae.path[0] ? ": " : "", ae.message);
 		goto out;
 	}
-	while (agent_next_event(fd, &ev, &buf, &cap) == 0) {
-		if (ev.type == EV_STDOUT || ev.type == EV_STDERR) {
-			keep(ev.type == EV_STDOUT ? &out : &err, ev.data, ev.len);
-			continue;
-		}
-		if (ev.type == EV_ERROR) {
-			api_fail(e, 502, "exec_failed", NULL, "%s", ev.error.message);
-			goto out;
-		}
-		res = json_pack("{s:o, s:o, s:b}",
-				"exit_code", ev.exit_signal ? json_null() : json_integer(ev.exit_code),
-				"signal", ev.exit_signal ? json_integer(ev.exit_signal) : json_null(),
-				"timed_out", ev.timed_out);
-		put_output(res, "stdout", &out);
-		put_output(res, "stderr", &err);
-		goto out;
-	}
-	api_fail(e, 502, "agent_unreachable", NULL, "connection to the guest agent lost");
+	res = collect_process(fd, &buf, &cap, e);
 out:
 	free(buf);
-	free(out.data);
-	free(err.data);
 	close(fd);
 	return res;
 }

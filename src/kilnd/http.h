@@ -48,7 +48,13 @@ const char *query_arg(struct request *r, const char *name);
 enum MHD_Result api_sandboxes(struct request *r);
 enum MHD_Result api_admin(struct request *r);
 enum MHD_Result api_files(struct request *r);
+/* Answer with the guest file path, streamed from the agent connection agent_fd (taken over);
+ * the caller has checked that it is a regular file (api_files.c). */
+enum MHD_Result reply_guest_file(struct request *r, int agent_fd, const char *path);
 enum MHD_Result api_processes(struct request *r);
+/* A started command's events on the agent connection fd to its exit: {exit_code, signal,
+ * signal_name, timed_out, stdout..., stderr...} (output_put), or NULL with e set. */
+json_t *collect_process(int fd, uint8_t **buf, size_t *cap, struct api_error *e);
 enum MHD_Result api_snapshots(struct request *r);
 /* End process output streams so that their connections can close (at shutdown). */
 void processes_stop(void);

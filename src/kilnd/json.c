@@ -415,3 +415,30 @@ json_t *bytes_json(const uint8_t *data, size_t len, bool *base64)
 	free(b);
 	return s;
 }
+
+void output_keep(struct kept_output *o, const uint8_t *data, size_t len)
+{
+	size_t room = OUTPUT_KEPT_MAX - o->len, n = len < room ? len : room;
+	uint8_t *grown;
+
+	o->total += len;
+	if (!n || !(grown = realloc(o->data, o->len + n)))
+		return;
+	o->data = grown;
+	memcpy(o->data + o->len, data, n);
+	o->len += n;
+}
+
+void output_put(json_t *res, const char *name, struct kept_output *o)
+{
+	char key[32];
+	bool b64;
+
+	json_object_set_new(res, name, bytes_json(o->data ? o->data : (uint8_t *)"", o->len, &b64));
+	snprintf(key, sizeof(key), "%s_encoding", name);
+	json_object_set_new(res, key, json_string(b64 ? "base64" : "utf-8"));
+	snprintf(key, sizeof(key), "%s_truncated", name);
+	json_object_set_new(res, key, json_boolean(o->total > o->len));
+	free(o->data);
+	o->data = NULL;
+}

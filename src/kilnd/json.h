@@ -99,4 +99,18 @@ char *base64_encode(const uint8_t *data, size_t len);
 /* A JSON string for bytes: the text itself if it is UTF-8, else base64 and *base64 = true. */
 json_t *bytes_json(const uint8_t *data, size_t len, bool *base64);
 
+/* A command's or a cell's output stream, kept up to OUTPUT_KEPT_MAX bytes for a JSON answer;
+ * what comes after is counted, not kept. */
+#define OUTPUT_KEPT_MAX	(8u << 20)
+
+struct kept_output {
+	uint8_t *data;
+	size_t len, total;
+};
+
+void output_keep(struct kept_output *o, const uint8_t *data, size_t len);
+/* res[name] (bytes_json), res[name_encoding] ("utf-8" or "base64"), res[name_truncated];
+ * frees o's data. */
+void output_put(json_t *res, const char *name, struct kept_output *o);
+
 #endif
