@@ -149,33 +149,57 @@ static int make_vm_dir(const char *dir, char *buf, struct agent_error *e)
 }
 
 /* The sandbox's network namespace, if it has one (dir/netns holds its name). */
-static bool read_netns(const char *dir, char *name, size_t len)
+/* The first line of dir/file (a one-line record of ours) into buf; false if none. */
+static bool read_line(const char *dir, const char *file, char *buf, size_t len)
 {
 	char path[PATH_MAX];
 	FILE *f;
 	bool ok;
 
-	vm_file(dir, "netns", path, sizeof(path));
+	vm_file(dir, file, path, sizeof(path));
 	f = fopen(path, "re");
 	if (!f)
 		return false;
-	ok = fgets(name, len, f) != NULL;
+	ok = fgets(buf, len, f) != NULL;
 	fclose(f);
-	name[strcspn(name, "\n")] = '\0';
-	return ok && name[0];
+	buf[strcspn(buf, "\n")] = '\0';
+	return ok && buf[0];
 }
 
-static int write_netns(const char *dir, const char *name)
+static int write_line(const char *dir, const char *file, const char *line)
 {
 	char path[PATH_MAX];
 	FILE *f;
 
-	vm_file(dir, "netns", path, sizeof(path));
+	vm_file(dir, file, path, sizeof(path));
 	f = fopen(path, "we");
 	if (!f)
 		return -1;
-	fprintf(f, "%s\n", name);
+	fprintf(f, "%s\n", line);
 	return fclose(f);
+}
+
+static bool read_netns(const char *dir, char *name, size_t len)
+{
+	return read_line(dir, "netns", name, len);
+}
+
+static int write_netns(const char *dir, const char *name)
+{
+	return write_line(dir, "netns", name);
+}
+
+/*
+ * kiln-vmm's --net for s: the namespace's tap, the rate limit and the capture.  Recorded in
+ * dir/vmm.net when the VM first starts, so that a resume names them again: a restore keeps
+ * the rate limit from the snapshot but never a capture path from it.
+ */
+static int net_arg(const char *dir, const struct vm_spec *s, char *buf, size_t len)
+{
+	snprintf(buf, len, "tap=" NETNS_TAP ",rx_bps=%llu,tx_bps=%llu%s%s",
+		 (unsigned long long)s->net_rate, (unsigned long long)s->net_rate,
+		 s->net_pcap ? ",pcap=" : "", s->net_pcap ? s->net_pcap : "");
+	return write_line(dir, "vmm.net", buf);
 }
 
 /*
@@ -252,27 +276,31 @@ static pid_t spawn_boot(const char *dir, const struct vm_spec *s)
 			 NULL, NULL, NULL };
 
 	if (s->net) {
-		snprintf(net, sizeof(net), "tap=" NETNS_TAP ",rx_bps=%llu,tx_bps=%llu%s%s",
-			 (unsigned long long)s->net_rate, (unsigned long long)s->net_rate,
-			 s->net_pcap ? ",pcap=" : "", s->net_pcap ? s->net_pcap : "");
+		if (net_arg(dir, s, net, sizeof(net)))
+			return -1;
 		argv[21] = "--net";
 		argv[22] = net;
 	}
 	return spawn_vmm(dir, argv);
 }
 
-/* Restore snap_dir with dir's scratch disk and sockets. */
+/* Restore snap_dir with dir's scratch disk, sockets and network (vmm.net, if it has one). */
 static pid_t spawn_restore(const char *dir, const char *snap_dir)
 {
-	char scratch[PATH_MAX + 8];
+	char scratch[PATH_MAX + 8], net[PATH_MAX + 128];
 	struct vmm_io io;
 
 	vmm_io_of(dir, &io);
 	snprintf(scratch, sizeof(scratch), SCRATCH_DISK "=%s/scratch.ext4", dir);
 
 	char *argv[] = { NULL, "--restore", (char *)snap_dir, "--disk", scratch,
-			 "--vsock", io.vsock, "--control", io.control, "--serial", io.serial, NULL };
+			 "--vsock", io.vsock, "--control", io.control, "--serial", io.serial,
+			 NULL, NULL, NULL };
 
+	if (read_line(dir, "vmm.net", net, sizeof(net))) {
+		argv[11] = "--net";
+		argv[12] = net;
+	}
 	return spawn_vmm(dir, argv);
 }
 
@@ -571,7 +599,7 @@ int vm_up(const char *dir, const struct vm_spec *s, struct agent_error *e)
 int vm_clone(const char *dir, const char *snap_dir, const struct vm_spec *s,
 	     struct agent_error *e)
 {
-	char abs[PATH_MAX], from[PATH_MAX], to[PATH_MAX], **env = NULL;
+	char abs[PATH_MAX], from[PATH_MAX], to[PATH_MAX], net[PATH_MAX + 128], **env = NULL;
 	int r;
 
 	if (make_vm_dir(dir, abs, e)) {
@@ -585,8 +613,9 @@ int vm_clone(const char *dir, const char *snap_dir, const struct vm_spec *s,
 	/* Not durable: a clone that does not survive a host crash has nothing to lose. */
 	if (sparse_copy_file(from, to, false, e->message, sizeof(e->message)))
 		return -1;
-	/* A snapshot with a NIC reopens its tap by name in the namespace it starts in. */
-	if (s->net && net_start(abs, s, e))
+	/* A snapshot with a NIC reopens its tap by name in the namespace it starts in, with
+	 * this sandbox's rate limit and capture. */
+	if (s->net && (net_start(abs, s, e) || net_arg(abs, s, net, sizeof(net))))
 		return -1;
 	if (egress_has_secrets(abs) &&
 	    !(env = egress_guest_env(abs, e->message, sizeof(e->message))))

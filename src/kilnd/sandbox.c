@@ -94,14 +94,14 @@ static int set_identity(const char *dir, const char *id, json_t *env, struct age
 }
 
 /* Clone the warm snapshot if there is a usable one, else boot (as `kiln up`).  A sandbox
- * with a network clones one warmed with a NIC (its key says so), unless it has a rate limit or
- * a capture: the snapshot's NIC has neither. */
+ * with a network clones one warmed with a NIC (its key says so), its own rate limit and
+ * capture given to the restored NIC (vm_clone). */
 static int start_vm(const char *dir, const struct vm_spec *spec, struct agent_error *e)
 {
 	struct vm_spec boot = *spec;
 	char snap[PATH_MAX];
 
-	if (!spec->net_rate && !spec->net_pcap && template_find(spec, snap, sizeof(snap)) == 0) {
+	if (template_find(spec, snap, sizeof(snap)) == 0) {
 		if (template_clone(dir, snap, spec, e) == 0)
 			return 0;
 		log_warn("warm snapshot %s: %s; booting instead", snap, e->message);

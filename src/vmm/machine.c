@@ -36,6 +36,7 @@ static struct virtio_dev *create_net(struct machine *m, const struct dev_ident *
 		.fd = id->fd, .tap = id->path,
 		.rx = { id->rate[0], id->rate[1] }, .tx = { id->rate[2], id->rate[3] },
 		.pcap = id->pcap[0] ? id->pcap : NULL, .pcap_max = id->pcap_max,
+		.pcap_resume = id->pcap_resume,
 	};
 
 	memcpy(p.mac, id->mac, sizeof(p.mac));

@@ -270,9 +270,12 @@ static void override_devices(const struct options *o, struct snap_vm *s)
 		}
 		vsock += d->kind == SNAP_DEV_VSOCK;
 		if (d->kind == SNAP_DEV_NET) {
-			/* The guest's MAC is in its memory: the device must keep it (net_restore). */
-			if (o->net)
+			/* The guest's MAC is in its memory: the device must keep it (net_restore).
+			 * A capture named again goes on where the paused VM left it. */
+			if (o->net) {
 				*d = o->net_arg;
+				d->pcap_resume = true;
+			}
 			else if (!d->path[0])
 				die(VM_EXIT_USAGE, "--net: the snapshot's NIC was on a descriptor; "
 				    "give --net again");

@@ -234,15 +234,44 @@ def test_a_network_clones_a_snapshot_warmed_with_a_nic(world):
     assert status == 0 and "hello from upstream" in out, out
     status, out = fetch(world, sb, "http://evil.test/hello.txt")
     assert status != 0 and "hello" not in out, out
-    # A rate limit is not in the snapshot's NIC: that sandbox boots.
-    status, slow = k.request("POST", "/v1/sandboxes", {"network": {"rate_limit_kib": 64}},
-                             key=key)
-    assert status == 201 and not vmm_restored(k, slow["id"]), slow
     # Its own snapshots are refused for now (the clone would lose its network).
     error_of(k.request("POST", f"/v1/sandboxes/{sb['id']}/snapshots", {}, key=key), 409,
              "invalid_state")
-    for s in (sb, slow):
-        assert k.request("DELETE", f"/v1/sandboxes/{s['id']}", key=key)[0] == 200
+    assert k.request("DELETE", f"/v1/sandboxes/{sb['id']}", key=key)[0] == 200
+
+
+def test_rate_limit_and_capture_on_a_clone_and_across_a_pause(world):
+    """The snapshot's NIC has no rate limit and no capture: the clone's restored NIC gets the
+    sandbox's own.  The limit holds (3 MiB at 512 KiB/s cannot take under 5 s: the bucket
+    holds at most a second's worth), and the capture goes on in the same file across a pause
+    and resume (the query before and the one after are both in it)."""
+    k, key = world["k"], world["key"]
+    rate = 512 * 1024
+    status, slow = k.request("POST", "/v1/sandboxes", {"network": {
+        "allow_cidrs": ["10.99.0.0/24"], "rate_limit_kib": rate // 1024, "capture": True}},
+        key=key)
+    assert status == 201, slow
+    assert vmm_restored(k, slow["id"]), k.log_tail()
+    t0 = time.monotonic()
+    status, out = sh_in(world, slow, "timeout 120 wget -O /tmp/big http://10.99.0.2/big.bin "
+                                     "&& wc -c < /tmp/big", timeout=150)
+    took = time.monotonic() - t0
+    assert status == 0 and str(BIG) in out, out
+    assert took >= (BIG - rate) / rate * 0.95, took
+    fetch(world, slow, "http://before-pause.test/")
+    status, paused = k.request("POST", f"/v1/sandboxes/{slow['id']}/pause", key=key)
+    assert status == 200 and paused["state"] == "paused", paused
+    status, resumed = k.request("POST", f"/v1/sandboxes/{slow['id']}/resume", key=key)
+    assert status == 200 and resumed["state"] == "running", resumed
+    fetch(world, slow, "http://after-resume.test/")
+    status, pcap = k.request("GET", f"/v1/sandboxes/{slow['id']}/network/capture", key=key)
+    assert status == 200 and struct.unpack("<I", pcap[:4])[0] == 0xa1b2c3d4
+    assert b"before-pause" in pcap and b"after-resume" in pcap
+    at = 24                                      # one file: whole records to its very end
+    while at < len(pcap):
+        at += 16 + struct.unpack_from("<IIII", pcap, at)[2]
+    assert at == len(pcap), (at, len(pcap))
+    assert k.request("DELETE", f"/v1/sandboxes/{slow['id']}", key=key)[0] == 200
 
 
 def test_no_network_means_no_nic(world):

@@ -634,9 +634,65 @@ static void test_pcap_format_and_cap(void **state)
 		struct pcap_writer w;
 		char err[128];
 
-		assert_int_equal(pcap_open(&w, path, 10, err, sizeof(err)), -1);
+		assert_int_equal(pcap_open(&w, path, 10, false, err, sizeof(err)), -1);
 		assert_non_null(strstr(err, "header"));
 	}
+}
+
+/* A restored VM goes on with its capture: the records before stay, a torn last one goes, and
+ * a file that is not a capture is refused rather than overwritten. */
+static void test_pcap_resume(void **state)
+{
+	char path[128], err[128];
+	struct pcap_writer w;
+	uint8_t f[100], file[4096];
+	struct pcap_rec r;
+	struct stat st;
+	int fd;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/resume.pcap", D.dir);
+	make_frame(f, 100, 1);
+	assert_int_equal(pcap_open(&w, path, 1 << 20, false, err, sizeof(err)), 0);
+	pcap_frame(&w, 1000000000ULL, f, 100);
+	pcap_close(&w);
+	/* The VMM killed in the middle of its second record: a header and half the bytes. */
+	fd = open(path, O_WRONLY | O_APPEND);
+	r = (struct pcap_rec){ 2, 0, 100, 100 };
+	assert_int_equal(write(fd, &r, sizeof(r)), sizeof(r));
+	assert_int_equal(write(fd, f, 50), 50);
+	close(fd);
+
+	assert_int_equal(pcap_open(&w, path, 1 << 20, true, err, sizeof(err)), 0);
+	assert_int_equal(w.size, PCAP_HDR_SIZE + PCAP_REC_HDR_SIZE + 100);
+	make_frame(f, 100, 2);
+	pcap_frame(&w, 3000000000ULL, f, 100);
+	pcap_close(&w);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, PCAP_HDR_SIZE + 2 * (PCAP_REC_HDR_SIZE + 100));
+	fd = open(path, O_RDONLY);
+	assert_int_equal(read(fd, file, sizeof(file)), st.st_size);
+	close(fd);
+	memcpy(&r, file + PCAP_HDR_SIZE, sizeof(r));
+	assert_int_equal(r.sec, 1);
+	memcpy(&r, file + PCAP_HDR_SIZE + PCAP_REC_HDR_SIZE + 100, sizeof(r));
+	assert_int_equal(r.sec, 3);
+	assert_memory_equal(file + PCAP_HDR_SIZE + 2 * PCAP_REC_HDR_SIZE + 100, f, 100);
+
+	/* Nothing there yet: a new capture. */
+	unlink(path);
+	assert_int_equal(pcap_open(&w, path, 1 << 20, true, err, sizeof(err)), 0);
+	assert_int_equal(w.size, PCAP_HDR_SIZE);
+	pcap_close(&w);
+	/* Not a capture: refused, left as it was. */
+	fd = open(path, O_WRONLY | O_TRUNC);
+	assert_int_equal(write(fd, "not a pcap file at all, no", 26), 26);
+	close(fd);
+	assert_int_equal(pcap_open(&w, path, 1 << 20, true, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "not a capture"));
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, 26);
+	unlink(path);
 }
 
 static void test_pause_holds_the_rings(void **state)
@@ -788,6 +844,7 @@ int main(void)
 		T(test_tx_rate_limit),
 		T(test_rx_rate_limit),
 		T(test_pcap_format_and_cap),
+		T(test_pcap_resume),
 		T(test_pause_holds_the_rings),
 		T(test_snapshot_state),
 		T(test_bad_arguments),

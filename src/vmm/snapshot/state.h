@@ -75,6 +75,7 @@ struct dev_ident {
 	uint64_t rate[4];		/* net: rx bytes, rx pkts, tx bytes, tx pkts per s */
 	char pcap[SNAP_PATH_MAX];	/* net: capture file, not saved */
 	uint64_t pcap_max;
+	bool pcap_resume;		/* net: go on with pcap's capture (a restore), not saved */
 };
 
 /* Bytes owned by someone else: a device's saved state, pointing into a file or an sbuf. */

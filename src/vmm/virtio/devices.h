@@ -53,6 +53,7 @@ struct net_params {
 	struct net_rate rx, tx;		/* rx: host -> guest; tx: guest -> host */
 	const char *pcap;		/* NULL: no capture */
 	uint64_t pcap_max;
+	bool pcap_resume;		/* go on with the capture in pcap (a restore) */
 };
 
 /* Counters since creation; dropped = malformed or oversize, errors = host write failed. */

@@ -572,7 +572,7 @@ struct virtio_dev *virtio_net_create(const struct guest_mem *mem, const struct n
 	tb_init(&nd->rl[DIR_RX][UNIT_PKTS], p->rx.pkts, 0, now);
 	tb_init(&nd->rl[DIR_TX][UNIT_BYTES], p->tx.bytes, 0, now);
 	tb_init(&nd->rl[DIR_TX][UNIT_PKTS], p->tx.pkts, 0, now);
-	if (p->pcap && pcap_open(&nd->pcap, p->pcap, p->pcap_max, err, errlen))
+	if (p->pcap && pcap_open(&nd->pcap, p->pcap, p->pcap_max, p->pcap_resume, err, errlen))
 		goto fail;
 	if (start_io_thread(nd, err, errlen))
 		goto fail;

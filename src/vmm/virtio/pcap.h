@@ -7,6 +7,7 @@
 #ifndef KILN_PCAP_H
 #define KILN_PCAP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,8 +22,13 @@ struct pcap_writer {
 	uint64_t frames, skipped;
 };
 
-/* Create (truncate) path and write the file header.  -1 with a reason in err. */
-int pcap_open(struct pcap_writer *w, const char *path, uint64_t max, char *err, size_t errlen);
+/*
+ * Create (truncate) path and write the file header; with resume, go on with the capture
+ * already there (a restored VM's: its file header ours, a torn last record dropped), or start
+ * one if there is none.  -1 with a reason in err.
+ */
+int pcap_open(struct pcap_writer *w, const char *path, uint64_t max, bool resume, char *err,
+	      size_t errlen);
 
 /* Append one frame with its time (CLOCK_REALTIME ns), unless the cap is reached. */
 void pcap_frame(struct pcap_writer *w, uint64_t realtime_ns, const void *frame, uint32_t len);
