@@ -16,6 +16,7 @@ from conftest import ROOT, busybox_image
 from kilnd_helpers import Kilnd, UnixHTTPConnection, error_of, exec_, stop_kilnd
 
 STREAM_TIMEOUT = 300
+RESUMED_TIMEOUT = 120      # s: the timeout a resumed sandbox gets, long enough to change it
 DISK_PRICE = 1000000        # micro-USDC per GiB-second of scratch disk: big enough to see
 
 
@@ -400,12 +401,19 @@ def test_timeout_pauses_and_resume_continues(kilnd, carol, tbox):
     _, u2 = usage_of(kilnd, key, sid)
     assert u2["run_seconds"] == u1["run_seconds"], (u1, u2)
     assert u2["disk_gib_seconds"] > u1["disk_gib_seconds"], (u1, u2)
+    # A new timeout, set while paused, is the one the resume starts again.  Not 5 s again: in
+    # the test host the next request may well come more than 5 s after the resume, and the
+    # sandbox would be paused under it.
+    status, sb = kilnd.request("POST", f"/v1/sandboxes/{sid}/timeout",
+                               {"timeout_s": RESUMED_TIMEOUT}, key=key)
+    assert status == 200 and sb["state"] == "paused", sb
     status, sb = kilnd.request("POST", f"/v1/sandboxes/{sid}/resume", key=key)
     resumed = time.time()
     assert status == 200 and sb["state"] == "running", sb
-    # Its 5 s timeout started again at the resume (give the answer a few seconds to arrive).
+    # Its timeout started again at the resume (give the answer a few seconds to arrive).
     expires = calendar.timegm(time.strptime(sb["expires_at"], "%Y-%m-%dT%H:%M:%SZ"))
-    assert resumed - 10 <= expires <= resumed + 6, (sb, resumed)
+    assert resumed + RESUMED_TIMEOUT - 15 <= expires <= resumed + RESUMED_TIMEOUT + 1, \
+        (sb, resumed)
     status, sb = kilnd.request("POST", f"/v1/sandboxes/{sid}/timeout", {"timeout_s": 3600},
                                key=key)
     assert status == 200, sb
