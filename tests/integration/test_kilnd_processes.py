@@ -120,12 +120,16 @@ def test_foreground_result_and_stdin(kilnd, carol, box):
 
 def test_background_reattach_gets_all_output(kilnd, carol, box):
     key, sid = carol["api_key"], box["id"]
-    r = start(kilnd, key, box, shell="echo early; sleep 3; echo late; exit 4", background=True)
+    # It runs until the test lets it go (a fixed 'sleep 3' could be over before the listing
+    # below, on a slow host).
+    r = start(kilnd, key, box, shell="echo early; while [ ! -e /tmp/reattach-go ]; do sleep 0.1;"
+                                     " done; echo late; exit 4", background=True)
     pid = r["pid"]
     assert r["background"] is True
     status, ps = kilnd.request("GET", f"/v1/sandboxes/{sid}/processes", key=key)
     assert status == 200
     assert any(p["pid"] == pid and p["running"] for p in ps["processes"]), ps
+    exec_(kilnd, key, box, shell="touch /tmp/reattach-go")
     events = list(ndjson(kilnd, "GET", f"/v1/sandboxes/{sid}/processes/{pid}/output", key))
     out, last = output_of(events)
     assert out == "early\nlate\n" and last["exit_code"] == 4
