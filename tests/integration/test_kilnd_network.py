@@ -110,6 +110,7 @@ def test_allowed_name_reached_and_nothing_else(world, sb):
 def test_logs_and_capture_through_the_api(world, sb):
     k, key = world["k"], world["key"]
     fetch(world, sb, "http://upstream.test/hello.txt")
+    fetch(world, sb, "http://evil.test/hello.txt")     # its own, not an earlier test's
     deadline = time.monotonic() + 60       # the proxy logs a connection when it ends
     while True:
         status, log = k.request("GET", f"/v1/sandboxes/{sb['id']}/network/log?kind=proxy",
