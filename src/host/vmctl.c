@@ -38,6 +38,7 @@
 #define AGENT_BOOT_TIMEOUT_MS	(300 * 1000)	/* generous: the nested test host is slow */
 #define CONTROL_TIMEOUT_MS	(300 * 1000)	/* a snapshot writes all of guest RAM */
 #define VMM_EXIT_TIMEOUT_MS	(10 * 1000)
+#define VMM_KILLED_TIMEOUT_MS	(60 * 1000)
 #define SCRATCH_DISK		"1"
 #define FIRST_REQUEST_TIMEOUT_S	20		/* per attempt; the nested test host is slow */		/* disk 0 is the root image */
 
@@ -693,7 +694,7 @@ int vm_pause(const char *dir, struct agent_error *e)
 		return -1;	/* kiln-vmm removed what it wrote and resumed the guest */
 	if (vm_control(abs, "stop", reply, sizeof(reply), e) || !wait_exit(pid, VMM_EXIT_TIMEOUT_MS)) {
 		kill(pid, SIGKILL);
-		wait_exit(pid, VMM_EXIT_TIMEOUT_MS);
+		wait_exit(pid, VMM_KILLED_TIMEOUT_MS);
 	}
 	/* The snapshot's copy of the scratch disk equals scratch.ext4 now that the guest is gone:
 	 * resume uses scratch.ext4 in place, so drop the copy. */
@@ -770,10 +771,12 @@ void vm_down(const char *dir)
 	pid_t pid = read_pid(dir);
 	char ns[NETNS_NAME_MAX];
 
-	/* kiln-vmm exits at once on SIGTERM; wait for it (it may not be our child). */
+	/* kiln-vmm exits at once on SIGTERM; wait for it (it may not be our child).  After a
+	 * SIGKILL it is sure to go, but tearing down a large guest can take a loaded host more
+	 * than a few seconds, and until it is gone it holds its disks' locks and its namespace. */
 	if (pid && kill(pid, SIGTERM) == 0 && !wait_exit(pid, 5000)) {
 		kill(pid, SIGKILL);
-		wait_exit(pid, 5000);
+		wait_exit(pid, VMM_KILLED_TIMEOUT_MS);
 	}
 	ingress_stop_all(dir);
 	egress_stop(dir);

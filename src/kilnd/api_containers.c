@@ -162,7 +162,7 @@ static enum MHD_Result create(struct request *r)
 	json_t *body = body_object(r->body, r->len, &r->e), *out = NULL, *md = NULL, *rec, *c;
 	struct container_req q;
 	struct create_req cr;
-	struct sandbox s;
+	struct sandbox s, now;
 	enum MHD_Result ret;
 
 	if (!body)
@@ -171,8 +171,11 @@ static enum MHD_Result create(struct request *r)
 		goto fail;
 	md = json_pack("{s:{s:s, s:I, s:s}}", CONTAINER_KEY, "name", q.name,
 		       "minutes", (json_int_t)q.minutes, "memory_limit", q.memory_limit);
+	/* The idle window opens when the container can be used: a boot slower than the window
+	 * (a loaded host) must not expire it before its creator has seen it. */
 	cr = (struct create_req){ .cpus = q.cpus, .memory_mib = q.memory_mib,
-				  .timeout_s = q.minutes * 60, .metadata = md };
+				  .timeout_s = q.minutes * 60, .timeout_from_ready = true,
+				  .metadata = md };
 	snprintf(cr.template, sizeof(cr.template), "%s", CONTAINER_TEMPLATE);
 	if (!md || sandbox_create(&r->agent, &cr, &out, &r->e))
 		goto fail;
@@ -187,6 +190,9 @@ static enum MHD_Result create(struct request *r)
 		json_decref(rec);
 		goto fail;
 	}
+	container_touch(s.id);
+	if (db_sandbox_get(s.id, NULL, &now) == 0)
+		s = now;		/* last_active_at as touched */
 	ret = reply_json(r, 200, container_json(&s, c));
 	json_decref(rec);
 	json_decref(md);

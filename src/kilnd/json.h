@@ -47,6 +47,7 @@ struct create_req {
 	json_t *env;		/* object of strings, borrowed from the body, or NULL */
 	json_t *metadata;	/* object of strings, borrowed, or NULL */
 	bool pause_on_timeout;	/* on_timeout: "pause" (else "kill") */
+	bool timeout_from_ready; /* count timeout_s from the end of the boot, not the request */
 	json_t *network;	/* object, borrowed, or NULL: no NIC (network.h) */
 };
 

@@ -306,6 +306,9 @@ static int create(const struct agent *a, const struct create_req *req,
 		return api_fail(e, 500, "create_failed", NULL, "the sandbox did not start: %s",
 				ae.message);
 	}
+	/* Still "creating", so the meter cannot expire it before this lands. */
+	if (r->timeout_from_ready)
+		db_set_expiry(s.id, now_ms() + (int64_t)r->timeout_s * 1000);
 	if (!db_transition(s.id, "creating", "running", NULL)) {
 		vm_down(dir);
 		return api_fail(e, 500, "internal", NULL, "the sandbox record changed while starting");

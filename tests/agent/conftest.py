@@ -74,9 +74,11 @@ class Agent:
 def agent(tmp_path_factory):
     path = tmp_path_factory.mktemp("agent") / "agent.sock"
     p = subprocess.Popen([str(AGENT), "--listen-unix", str(path)])
-    for _ in range(100):
-        if path.exists():
-            break
+    # To a deadline, not 2 s of tries: the sanitizer build starts slowly on a loaded machine.
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        assert p.poll() is None, f"the agent exited {p.returncode}"
+        assert time.monotonic() < deadline, "the agent never made its socket"
         time.sleep(0.02)
     yield Agent(path)
     p.kill()

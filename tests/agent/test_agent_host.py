@@ -130,11 +130,26 @@ def test_background_process_can_be_reattached(agent):
 def test_foreground_process_dies_with_its_connection(agent, tmp_path):
     marker = tmp_path / "still-running"
     s = agent.connect()
-    s.sendall(exec_frame(f"sleep 2; touch {marker}"))
-    assert read_frame(s)[0] == MSG_STARTED
+    s.sendall(exec_frame(f"sleep 5; touch {marker}"))
+    mtype, fields = read_frame(s)
+    assert mtype == MSG_STARTED
+    pid = int.from_bytes(dict(fields)[TAG_PID], "little")
     s.close()
-    time.sleep(3)
+    # Wait for the shell to go rather than sleeping a fixed time: killed, it goes without
+    # the marker; left running, it goes after making it.
+    deadline = time.monotonic() + 60
+    while running(pid):
+        assert time.monotonic() < deadline, f"the shell {pid} still runs"
+        time.sleep(0.05)
     assert not marker.exists()
+
+
+def running(pid):
+    """Whether pid is a live process (not gone, not a zombie)."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_hostile_frames_close_only_that_connection(agent):

@@ -204,24 +204,39 @@ def test_syntax_error_and_system_exit_leave_the_context(agent, ctx):
     assert run(agent, ctx, "1 + 1").text() == ["2"]
 
 
+def until_stdout(s, text):
+    """Read a running cell's frames until it has printed text; the Cell so far, for collect.
+    A test interrupts a cell once it is known to run, not after a sleep that a loaded host
+    may outlast before the cell even starts."""
+    cell, start = Cell(), time.monotonic()
+    while text not in cell.stdout:
+        f = read_frame(s)
+        assert f is not None and f[0] in (MSG_STDOUT, MSG_STDERR), f
+        cell.frames.append((time.monotonic() - start, f[0]))
+        if f[0] == MSG_STDOUT:
+            cell.stdout += dict(f[1])[TAG_DATA]
+    return cell
+
+
 def test_interrupt_stops_a_busy_loop_and_keeps_state(agent, ctx):
     run(agent, ctx, "before = 'kept'")
-    s = start_run(agent, ctx, "n = 0\nwhile True:\n    n += 1")
-    time.sleep(1)
+    s = start_run(agent, ctx, "n = 0\nwhile True:\n    n += 1\n"
+                              "    if n == 1:\n        print('looping', flush=True)")
+    cell = until_stdout(s, b"looping\n")
     mtype, d = reply(agent, CONTEXT_INTERRUPT, [(TAG_CONTEXT_ID, ctx.encode())])
     assert mtype == MSG_OK
     s.settimeout(20)
-    c = collect(s)
+    c = collect(s, cell)
     assert c.status == CELL_INTERRUPTED and c.exception[0] == "KeyboardInterrupt"
     assert run(agent, ctx, "before, n > 0").text() == ["('kept', True)"]
 
 
 def test_interrupt_through_the_run_connection(agent, ctx):
-    s = start_run(agent, ctx, "import time; time.sleep(60)")
-    time.sleep(0.5)
+    s = start_run(agent, ctx, "import time\nprint('sleeping', flush=True)\ntime.sleep(60)")
+    cell = until_stdout(s, b"sleeping\n")
     s.sendall(frame(MSG_SIGNAL, [(TAG_SIGNAL, u32(signal.SIGINT))]))
     s.settimeout(20)
-    assert collect(s).status == CELL_INTERRUPTED
+    assert collect(s, cell).status == CELL_INTERRUPTED
 
 
 def test_timeout_interrupts_the_cell_and_keeps_state(agent, ctx):
@@ -264,15 +279,23 @@ def test_restart_clears_state_and_keeps_the_id(agent, contexts):
     assert c.exception[0] == "NameError" and c.count == 1
 
 
+def interpreter_alive(pid):
+    try:
+        return b"kiln-kernel" in open(f"/proc/{pid}/cmdline", "rb").read()
+    except OSError:
+        return False
+
+
 def test_delete_stops_the_interpreter_and_forgets_the_context(agent, contexts):
     cid = contexts()
     pid = pid_of(agent, cid)
     assert reply(agent, CONTEXT_DELETE, [(TAG_CONTEXT_ID, cid.encode())])[0] == MSG_OK
     assert cid not in [c[TAG_CONTEXT_ID].decode() for c in list_contexts(agent)]
     assert not os.path.exists(f"{CONTEXT_DIR}/{cid}.sock")
-    time.sleep(0.2)
-    assert not os.path.exists(f"/proc/{pid}") or \
-        b"kiln-kernel" not in open(f"/proc/{pid}/cmdline", "rb").read()
+    deadline = time.monotonic() + 30        # the interpreter's exit takes a moment
+    while interpreter_alive(pid):
+        assert time.monotonic() < deadline, f"interpreter {pid} still runs"
+        time.sleep(0.05)
     c = run(agent, cid, "1")
     assert c.error[0] == errno.ESRCH
 

@@ -11,7 +11,7 @@ from conftest import MSG_STDOUT
 from test_contexts import (CELL_ERROR, CELL_INTERRUPTED, CELL_OK, CELL_TIMEOUT, CONTEXT_CREATE,
                            CONTEXT_DELETE, CONTEXT_INTERRUPT, CONTEXT_RESTART, MSG_OK,
                            TAG_CONTEXT_ID, TAG_CWD, TAG_ENV, TAG_LANGUAGE, collect, error_of,
-                           reply, run, start_run)
+                           reply, run, start_run, until_stdout)
 
 
 @pytest.fixture(scope="module")
@@ -112,11 +112,11 @@ def kernel_pid(agent, cid):
 
 def test_bash_interrupt_ends_the_whole_cell_and_keeps_state(agent, sh):
     run(agent, sh, "before=kept")
-    s = start_run(agent, sh, "sleep 30; echo after")
-    time.sleep(1)
+    s = start_run(agent, sh, "echo started; sleep 30; echo after")
+    cell = until_stdout(s, b"started\n")       # an interrupt before the cell runs does nothing
     interrupt(agent, sh)
     s.settimeout(20)
-    c = collect(s)
+    c = collect(s, cell)
     assert c.status == CELL_INTERRUPTED and c.exception[0] == "Interrupted"
     assert b"after" not in c.stdout
     assert run(agent, sh, "echo $before").stdout == b"kept\n"
@@ -212,11 +212,11 @@ def test_node_hostile_thrown_values_and_huge_errors(agent, js):
 
 def test_node_interrupt_breaks_a_busy_loop_and_keeps_state(agent, js):
     run(agent, js, "var before = 'kept'; var n = 0")
-    s = start_run(agent, js, "while (true) { n++ }")
-    time.sleep(1)
+    s = start_run(agent, js, "while (true) { n++; if (n === 1) console.log('looping') }")
+    cell = until_stdout(s, b"looping\n")       # an interrupt before the cell runs does nothing
     interrupt(agent, js)
     s.settimeout(20)
-    c = collect(s)
+    c = collect(s, cell)
     assert c.status == CELL_INTERRUPTED and c.exception[0] == "Interrupted"
     assert run(agent, js, "[before, n > 0]").text() == ["[ 'kept', true ]"]
 

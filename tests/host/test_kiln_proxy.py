@@ -107,8 +107,8 @@ class Proxy:
 
     def entries(self, wait_for=0):
         """The log, once it has at least wait_for lines (a connection is logged when it
-        ends, just after the client has seen its end)."""
-        deadline = time.monotonic() + 5
+        ends, just after the client has seen its end; a loaded machine may take a while)."""
+        deadline = time.monotonic() + 30
         while True:
             lines = self.log.read_text().splitlines() if self.log.exists() else []
             if len(lines) >= wait_for or time.monotonic() > deadline:

@@ -16,6 +16,7 @@ KILND = ROOT / "build" / "kilnd"
 VCPU_PRICE = 1000          # micro-USDC per vCPU-second
 BOOT_TIMEOUT = 600
 REQUEST_TIMEOUT = 240       # a create boots a guest: seconds in the test host
+START_TIMEOUT = 120         # kilnd answering /v1/health after its start
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -48,14 +49,20 @@ class Kilnd:
             [str(KILND), "--socket", self.sock, "--data", str(self.data), "--prices",
              str(self.prices), "--template", f"base={self.image}", *self.extra_args],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, env=env)
-        for _ in range(200):
+        # Polled to a deadline, not a count of tries: in the test host a start (or a restart
+        # adopting running sandboxes) can take many seconds, and a stalled CPU a few more.
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
             try:
                 if self.request("GET", "/v1/health")[0] == 200:
                     break
             except OSError:
-                time.sleep(0.05)
-        else:
-            raise AssertionError("kilnd did not come up")
+                pass
+            if self.proc.poll() is not None:
+                raise AssertionError(f"kilnd exited {self.proc.returncode}\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"kilnd did not come up\n{self.log_tail()}")
+            time.sleep(0.1)
         self.admin = (self.data / "admin.key").read_text().strip()
 
     def kill(self):

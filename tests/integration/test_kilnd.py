@@ -264,6 +264,7 @@ def test_pause_and_resume(kilnd, alice, sandbox):
 
 def test_kill_and_restart_adopts_the_sandbox(kilnd, alice, sandbox):
     key, sid = alice["api_key"], sandbox["id"]
+    exec_(kilnd, key, sandbox, shell="echo kept > /tmp/mark")   # its own, not a leftover
     _, before = kilnd.request("GET", "/v1/sandboxes", key=key)
     kilnd.kill()
     kilnd.start()
@@ -298,7 +299,9 @@ def test_cli_sandbox_commands(kilnd):
         assert r.returncode == 0, (args, r.stderr, kilnd.log_tail())
         return r.stdout
 
-    sid = kiln("create", "--cpus", "1", "--memory", "256", "-e", "A=b").strip()
+    # An hour: the default five minutes could run out during this test in the test host.
+    sid = kiln("create", "--cpus", "1", "--memory", "256", "--timeout", "3600",
+               "-e", "A=b").strip()
     assert sid.startswith("sb-")
     table = kiln("ls")
     assert table.splitlines()[0].split()[:2] == ["ID", "STATE"]
@@ -384,9 +387,15 @@ def test_empty_wallet_pauses_and_credit_restores(kilnd):
     assert sb["state"] == "expired" and sb["reason"] == "timeout", sb
 
 
+def sandbox_states(kilnd):
+    with kilnd.db() as db:
+        return dict(db.execute("SELECT state, count(*) FROM sandboxes GROUP BY state"))
+
+
 def test_billed_by_the_second(kilnd):
     a = kilnd.agent(name="billed")
     key = a["api_key"]
+    states_before = sandbox_states(kilnd)
     status, sb = kilnd.request("POST", "/v1/sandboxes", {"cpus": 1}, key=key)
     assert status == 201, sb
     started = time.monotonic()
@@ -394,17 +403,23 @@ def test_billed_by_the_second(kilnd):
     ran = time.monotonic() - started
     status, sb = kilnd.request("DELETE", f"/v1/sandboxes/{sb['id']}", key=key)
     assert status == 200
+    # Billing stops when kilnd takes the delete, somewhere within the request: however long
+    # the request takes on a slow host, the bill lies between the sleep and the sleep plus it.
+    ran_to_deleted = time.monotonic() - started
     _, usage = kilnd.request("GET", "/v1/usage", key=key)
     billed = usage["vcpu_seconds"]
-    assert abs(billed - ran) <= 1, (billed, ran)
+    assert ran - 1 <= billed <= ran_to_deleted + 1, (billed, ran, ran_to_deleted)
     assert abs(usage["cost_micro"] - billed * VCPU_PRICE) <= VCPU_PRICE
     _, wallet = kilnd.request("GET", "/v1/wallet", key=key)
     assert wallet["balance_micro"] == 10**9 - usage["cost_micro"]
     with kilnd.db() as db:
-        # Double entry: every transaction balances, and no sandbox row was ever removed.
+        # Double entry: every transaction balances.
         assert db.execute("SELECT count(*) FROM (SELECT txn_id FROM ledger_entries "
                           "GROUP BY txn_id HAVING sum(amount_micro) != 0)").fetchone() == (0,)
-        states = dict(db.execute("SELECT state, count(*) FROM sandboxes GROUP BY state"))
-    assert states.get("deleted") == 4 and states.get("expired") == 1, states
+    # No sandbox row is removed: the deleted one is one more "deleted" and nothing else moved
+    # (counted against this test's start, not the module's history, which reruns change).
+    states = sandbox_states(kilnd)
+    expect = {**states_before, "deleted": states_before.get("deleted", 0) + 1}
+    assert states == expect, (states_before, states)
     _, text = kilnd.request("GET", "/metrics")
-    assert b'kilnd_sandboxes{state="deleted"} 4' in text
+    assert f'kilnd_sandboxes{{state="deleted"}} {states["deleted"]}\n'.encode() in text

@@ -16,6 +16,7 @@ from conftest import ROOT, busybox_image
 from kilnd_helpers import Kilnd, UnixHTTPConnection, error_of, exec_, stop_kilnd
 
 STREAM_TIMEOUT = 300
+RESUMED_TIMEOUT = 120      # s: the timeout a resumed sandbox gets, long enough to change it
 DISK_PRICE = 1000000        # micro-USDC per GiB-second of scratch disk: big enough to see
 
 
@@ -119,12 +120,16 @@ def test_foreground_result_and_stdin(kilnd, carol, box):
 
 def test_background_reattach_gets_all_output(kilnd, carol, box):
     key, sid = carol["api_key"], box["id"]
-    r = start(kilnd, key, box, shell="echo early; sleep 3; echo late; exit 4", background=True)
+    # It runs until the test lets it go (a fixed 'sleep 3' could be over before the listing
+    # below, on a slow host).
+    r = start(kilnd, key, box, shell="echo early; while [ ! -e /tmp/reattach-go ]; do sleep 0.1;"
+                                     " done; echo late; exit 4", background=True)
     pid = r["pid"]
     assert r["background"] is True
     status, ps = kilnd.request("GET", f"/v1/sandboxes/{sid}/processes", key=key)
     assert status == 200
     assert any(p["pid"] == pid and p["running"] for p in ps["processes"]), ps
+    exec_(kilnd, key, box, shell="touch /tmp/reattach-go")
     events = list(ndjson(kilnd, "GET", f"/v1/sandboxes/{sid}/processes/{pid}/output", key))
     out, last = output_of(events)
     assert out == "early\nlate\n" and last["exit_code"] == 4
@@ -400,12 +405,19 @@ def test_timeout_pauses_and_resume_continues(kilnd, carol, tbox):
     _, u2 = usage_of(kilnd, key, sid)
     assert u2["run_seconds"] == u1["run_seconds"], (u1, u2)
     assert u2["disk_gib_seconds"] > u1["disk_gib_seconds"], (u1, u2)
+    # A new timeout, set while paused, is the one the resume starts again.  Not 5 s again: in
+    # the test host the next request may well come more than 5 s after the resume, and the
+    # sandbox would be paused under it.
+    status, sb = kilnd.request("POST", f"/v1/sandboxes/{sid}/timeout",
+                               {"timeout_s": RESUMED_TIMEOUT}, key=key)
+    assert status == 200 and sb["state"] == "paused", sb
     status, sb = kilnd.request("POST", f"/v1/sandboxes/{sid}/resume", key=key)
     resumed = time.time()
     assert status == 200 and sb["state"] == "running", sb
-    # Its 5 s timeout started again at the resume (give the answer a few seconds to arrive).
+    # Its timeout started again at the resume (give the answer a few seconds to arrive).
     expires = calendar.timegm(time.strptime(sb["expires_at"], "%Y-%m-%dT%H:%M:%SZ"))
-    assert resumed - 10 <= expires <= resumed + 6, (sb, resumed)
+    assert resumed + RESUMED_TIMEOUT - 15 <= expires <= resumed + RESUMED_TIMEOUT + 1, \
+        (sb, resumed)
     status, sb = kilnd.request("POST", f"/v1/sandboxes/{sid}/timeout", {"timeout_s": 3600},
                                key=key)
     assert status == 200, sb

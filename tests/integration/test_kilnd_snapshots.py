@@ -36,6 +36,19 @@ def sh(kilnd, key, sb, script):
     return r["stdout"]
 
 
+def count(kilnd, key, sb):
+    """The counter's value in sb, 0 before its first write."""
+    return int(sh(kilnd, key, sb, "cat /tmp/count 2>/dev/null || echo 0"))
+
+
+def wait_until(what, seconds=120):
+    """Poll what() to a deadline (the test host's speed varies too much for a fixed sleep)."""
+    deadline = time.monotonic() + seconds
+    while not what():
+        assert time.monotonic() < deadline, f"not so after {seconds} s"
+        time.sleep(0.5)
+
+
 def test_snapshot_and_create_from_it(kilnd, erin, frank):
     key = erin["api_key"]
     status, sb = kilnd.request("POST", "/v1/sandboxes", {"cpus": 1, "memory_mib": 128,
@@ -46,7 +59,7 @@ def test_snapshot_and_create_from_it(kilnd, erin, frank):
                        "(i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; "
                        "mv /tmp/count.new /tmp/count; sleep 0.2; done) "
                        ">/dev/null 2>&1 &")
-    time.sleep(2)
+    wait_until(lambda: count(kilnd, key, sb) > 0)      # it counts before the snapshot
     status, snap = kilnd.request("POST", f"/v1/sandboxes/{sb['id']}/snapshots", key=key)
     assert status == 201, snap
     assert snap["id"].startswith("snap-") and snap["sandbox_id"] == sb["id"]
@@ -66,8 +79,8 @@ def test_snapshot_and_create_from_it(kilnd, erin, frank):
     # The clone has the disk as it was at the snapshot, and the counting process runs on.
     assert sh(kilnd, key, clone, "cat /root/marker") == "before\n"
     first = int(sh(kilnd, key, clone, "cat /tmp/count"))
-    time.sleep(2)
-    assert int(sh(kilnd, key, clone, "cat /tmp/count")) > first
+    assert first > 0
+    wait_until(lambda: count(kilnd, key, clone) > first)
     assert sh(kilnd, key, clone, "hostname").strip() == clone["id"]
     sh(kilnd, key, clone, "echo clone > /root/marker")
     assert sh(kilnd, key, sb, "cat /root/marker") == "after\n"

@@ -26,6 +26,7 @@ KILN = ROOT / "build" / "kiln"
 UP = "kt-up"
 RATE_KIB = 128
 BIG_MIB = 1
+LONG_MIB = 16               # a download that lasts two minutes at RATE_KIB
 MODULES = ["tun", "veth", "nf_tables", "nf_conntrack", "nft_ct", "nf_nat", "nft_nat",
            "nft_masq", "nft_chain_nat", "nf_defrag_ipv4", "nf_defrag_ipv6", "nf_reject_ipv4",
            "nf_reject_ipv6", "nft_reject", "nft_reject_inet"]
@@ -60,8 +61,10 @@ def gexec(vm, script, timeout=300):
     return r.returncode, r.stdout + r.stderr
 
 
-def fetch(vm, url, timeout=8):
+def fetch(vm, url, timeout=60):
     # busybox-static's wget crashes (SIGSEGV) with -q or -T here: bound it with timeout(1).
+    # The default is for fetches that must succeed, which a stalled test host can make slow;
+    # fetches that must fail pass a short one.
     return gexec(vm, f"timeout {timeout} wget -O - {url} 2>/dev/null")
 
 
@@ -165,7 +168,7 @@ def test_guest_fetches_from_allowed_upstream(world):
 def test_public_address_only_where_allowed(world):
     status, out = fetch(world["a"], "http://93.184.216.34/hello.txt")
     assert (status, out) == (0, "hello from upstream\n")
-    status, out = fetch(world["b"], "http://93.184.216.34/hello.txt")
+    status, out = fetch(world["b"], "http://93.184.216.34/hello.txt", timeout=8)
     assert status != 0 and "hello" not in out
 
 
@@ -198,19 +201,20 @@ def test_udp_icmp_and_ipv6_blocked(world):
 def test_spoofed_source_dropped(world):
     """The guest moves eth0 to another address of the /30: its packets are dropped."""
     a = world["a"]
-    get = ("printf 'GET /hello.txt HTTP/1.0\\r\\n\\r\\n' | timeout 8 nc 10.99.0.2 80;"
+    get = ("printf 'GET /hello.txt HTTP/1.0\\r\\n\\r\\n' | timeout {} nc 10.99.0.2 80;"
            " ip route get 10.99.0.2")
+    answered, dropped = get.format(60), get.format(8)
     readdress = ("ifconfig eth0 {} netmask 255.255.255.252 && "
                  "{{ route add default gw 10.0.2.1 2>/dev/null; true; }}")
-    status, out = gexec(a, get)
+    status, out = gexec(a, answered)
     assert "hello from upstream" in out and "src 10.0.2.2" in out, out     # the control
     try:
-        status, out = gexec(a, readdress.format("10.0.2.3") + " && " + get)
+        status, out = gexec(a, readdress.format("10.0.2.3") + " && " + dropped)
         assert "src 10.0.2.3" in out, out          # the guest really sent from 10.0.2.3
         assert "hello" not in out, out
     finally:
         gexec(a, readdress.format("10.0.2.2"))
-    status, out = gexec(a, get)
+    status, out = gexec(a, answered)
     assert "hello from upstream" in out and "src 10.0.2.2" in out, out
 
 
@@ -273,7 +277,7 @@ def kiln_links():
 def test_run_with_network_leaves_nothing_behind(world):
     before = kiln_links()
     r = kiln("run", "--rootfs", world["image"], "--net-allow", "10.99.0.0/24", "--", "sh", "-c",
-             "timeout 8 wget -O - http://10.99.0.2/hello.txt 2>/dev/null; exit 7", check=False)
+             "timeout 60 wget -O - http://10.99.0.2/hello.txt 2>/dev/null; exit 7", check=False)
     assert r.returncode == 7, r.stderr
     assert r.stdout == "hello from upstream\n"
     assert kiln_links() == before
@@ -300,21 +304,32 @@ def test_policy_replacement_cuts_open_connections(world):
     """`kiln net-policy` replaces B's policy live: a download in flight (B is rate-limited, so it
     takes seconds) is cut, new connections are refused, and the old policy restores access."""
     b = world["b"]
+    # At B's rate this lasts minutes (big.bin would take 8 s): it must still be in flight when
+    # the policy changes, however slow the test host is to get there.
+    (world["tmp"] / "www" / "long.bin").write_bytes(os.urandom(LONG_MIB << 20))
+    progress = ("cat /tmp/rc 2>/dev/null || echo running;"
+                " [ -f /tmp/dl ] && wc -c < /tmp/dl || echo 0")
     r = kiln("exec", "--dir", b, "--background", "--", "sh", "-c",
-             "wget -O /tmp/dl http://10.99.0.2/big.bin 2>/dev/null; echo $? > /tmp/rc")
+             "wget -O /tmp/dl http://10.99.0.2/long.bin 2>/dev/null; echo $? > /tmp/rc")
     try:
-        time.sleep(3)
-        status, out = gexec(b, "ls -l /tmp/dl; cat /tmp/rc 2>/dev/null || echo running")
-        assert "running" in out, out            # still downloading
+        deadline = time.monotonic() + 120
+        while True:                             # until the first bytes are in
+            status, out = gexec(b, progress)
+            rc, size = out.split()[:2]
+            if rc != "running" or int(size) > 0:
+                break
+            assert time.monotonic() < deadline, out
+            time.sleep(0.5)
+        assert rc == "running", out             # still downloading
         kiln("net-policy", "--dir", b)          # nothing allowed any more
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            status, out = gexec(b, "cat /tmp/rc 2>/dev/null || echo running; wc -c < /tmp/dl")
+            status, out = gexec(b, progress)
             if not out.startswith("running"):
                 break
             time.sleep(2)
         rc, size = out.split()[:2]
-        assert rc != "0" and int(size) < BIG_MIB << 20, out
+        assert rc != "0" and int(size) < LONG_MIB << 20, out
         status, out = fetch(b, "http://10.99.0.2/hello.txt", timeout=5)
         assert status != 0 and "hello" not in out
     finally:
@@ -349,7 +364,7 @@ def test_pause_and_resume_keep_the_network(world):
     b = world["b"]
     kiln("pause", "--dir", b)
     kiln("resume", "--dir", b)
-    status, out = fetch(b, "http://10.99.0.2/hello.txt", timeout=15)
+    status, out = fetch(b, "http://10.99.0.2/hello.txt")
     assert (status, out) == (0, "hello from upstream\n")
 
 

@@ -4,12 +4,14 @@ containers.cjs), and these tests check what the SDK does not: errors for what ki
 do, files the code writes under /mnt/data, other agents, and an idle container expiring while
 activity moves its window.
 
-Two containers (two VMs) serve the module: one made here with a two-minute idle window, and the
-SDK's own, deleted at the end of its flow.  The tests run in order."""
+Two containers (two VMs) serve the module: one made here with a two-minute idle window (kept
+active while the SDK's flow runs), and the SDK's own, deleted at the end of its flow.  The tests
+run in order."""
 import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -119,14 +121,43 @@ def openai_node_modules():
     return modules
 
 
+class KeptActive:
+    """Uses container cid's files every 20 s while in the with-block, so that its two-minute
+    idle window outlasts whatever runs meanwhile: the SDK's flow boots a container of its own,
+    which can take longer than two minutes in the test host."""
+
+    def __init__(self, kilnd, key, cid):
+        self.kilnd, self.key, self.cid = kilnd, key, cid
+        self.stop = threading.Event()
+        self.errors = []
+
+    def _run(self):
+        while not self.stop.wait(20):
+            status, body = self.kilnd.request("GET", f"/v1/containers/{self.cid}/files",
+                                              key=self.key)
+            if status != 200:
+                self.errors.append((status, body))
+
+    def __enter__(self):
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(SLOW)
+        assert not self.errors, self.errors
+
+
 def test_official_openai_sdk_drives_the_containers_api(kilnd, key, idle):
     node = shutil.which("node")
     assert node, "node is not installed; run scripts/install-deps"
     env = {**os.environ, "NODE_PATH": openai_node_modules(),
            "KILND_URL": f"http://127.0.0.1:{kilnd.port}/v1", "KILND_KEY": key,
            "OTHER_CONTAINER": idle["id"]}
-    r = subprocess.run([node, str(ROOT / "tests" / "openai" / "containers.cjs")], env=env,
-                       capture_output=True, text=True, timeout=SLOW)
+    with KeptActive(kilnd, key, idle["id"]):
+        r = subprocess.run([node, str(ROOT / "tests" / "openai" / "containers.cjs")], env=env,
+                           capture_output=True, text=True, timeout=SLOW)
     assert r.returncode == 0, (r.stdout, r.stderr, kilnd.log_tail())
     assert '"listed":2' in r.stdout
 

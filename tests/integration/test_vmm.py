@@ -1,5 +1,6 @@
 """kiln-vmm end to end: real Linux guests booted from disks these tests build."""
 import hashlib
+import os
 import subprocess
 import time
 
@@ -137,6 +138,30 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path):
         assert "Traceback" not in run.stderr and "Sanitizer" not in run.stderr
 
 
+def holds_flock(pid, path):
+    """Whether process pid has path open with a flock on it (its fdinfo lists the lock)."""
+    want = os.path.realpath(path)
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != want:
+                continue
+            if "FLOCK" in open(f"/proc/{pid}/fdinfo/{fd}").read():
+                return True
+        except OSError:         # the fd closed meanwhile
+            continue
+    return False
+
+
+def wait_flock(proc, path, seconds=120):
+    """Wait until proc holds its lock on path, however slow its start here: before then a
+    second VMM would find the disk free."""
+    deadline = time.monotonic() + seconds
+    while not holds_flock(proc.pid, path):
+        assert proc.poll() is None, f"the first VMM exited {proc.returncode}"
+        assert time.monotonic() < deadline, f"no flock on {path} after {seconds} s"
+        time.sleep(0.1)
+
+
 def test_same_disk_cannot_be_used_by_two_vms(guest):
     # The root disk of a running guest is locked: a second VMM must refuse it at once.
     root = guest.root_disk("sleep 600; poweroff -f")
@@ -145,7 +170,7 @@ def test_same_disk_cannot_be_used_by_two_vms(guest):
                               "console=ttyS0 quiet root=/dev/vda init=/init"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(0.5)
+        wait_flock(first, root)
         run = run_vmm(["--kernel", KERNEL, "--disk", root], timeout=30)
         assert run.status == 2
         assert "in use" in run.stderr

@@ -66,7 +66,9 @@ class UnixEcho:
                     break
                 conn.sendall(data)
                 n += len(data)
-        self.echoed.append(n)
+            # Recorded before the close: the guest's EOF, and so its "ok" on the console,
+            # come after it, and the test reads this once it has seen the "ok".
+            self.echoed.append(n)
 
 
 def unix_connect(path):
