@@ -210,19 +210,64 @@ bool field_str(const struct field *f, char *dst, size_t dstlen)
 	return true;
 }
 
+/*
+ * A socket write that fails with ENOMEM or ENOBUFS sent nothing: the kernel could not get a
+ * buffer for that much at once.  The guest's vsock is where this happens: it copies each packet
+ * (up to 64 KiB) into one linear buffer, an order-5 allocation that fails when guest memory is
+ * low and fragmented, and AF_VSOCK then returns ENOMEM.  That is no reason to drop the
+ * connection, so such a write is retried with half as many bytes (an allocation of a lower
+ * order), down to WRITE_MIN_CHUNK, then after pauses growing to WRITE_MAX_PAUSE_MS; a write
+ * that gets through lets the size grow back.  Only WRITE_GIVE_UP_MS without a byte through
+ * fails.
+ */
+#define WRITE_MIN_CHUNK		1024
+#define WRITE_MAX_PAUSE_MS	100
+#define WRITE_GIVE_UP_MS	30000
+
+struct write_backoff {
+	size_t chunk;		/* most bytes to offer one write */
+	unsigned pause_ms, waited_ms;
+};
+
+/* After a write failed for want of kernel memory: whether to try again (having waited if so). */
+static bool backoff_retry(struct write_backoff *b)
+{
+	if (b->chunk > WRITE_MIN_CHUNK) {
+		b->chunk = b->chunk / 2 > WRITE_MIN_CHUNK ? b->chunk / 2 : WRITE_MIN_CHUNK;
+		return true;
+	}
+	if (b->waited_ms >= WRITE_GIVE_UP_MS)
+		return false;
+	usleep(b->pause_ms * 1000);
+	b->waited_ms += b->pause_ms;
+	b->pause_ms = b->pause_ms * 2 < WRITE_MAX_PAUSE_MS ? b->pause_ms * 2 : WRITE_MAX_PAUSE_MS;
+	return true;
+}
+
+static void backoff_progress(struct write_backoff *b)
+{
+	b->chunk = b->chunk > SIZE_MAX / 2 ? SIZE_MAX : b->chunk * 2;
+	b->pause_ms = 1;
+	b->waited_ms = 0;
+}
+
 int proto_write_all(int fd, const void *buf, size_t len)
 {
 	const uint8_t *p = buf;
+	struct write_backoff b = { .chunk = len, .pause_ms = 1 };
 
 	while (len) {
-		ssize_t n = write(fd, p, len);
+		ssize_t n = write(fd, p, len < b.chunk ? len : b.chunk);
 
 		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == ENOMEM || errno == ENOBUFS) && backoff_retry(&b))
 			continue;
 		if (n <= 0)
 			return -1;
 		p += n;
 		len -= n;
+		backoff_progress(&b);
 	}
 	return 0;
 }
