@@ -78,6 +78,8 @@ static const char *const migrations[] = {
 	"  agent_id TEXT NOT NULL REFERENCES agents(id), name TEXT NOT NULL,"
 	"  record TEXT NOT NULL, value TEXT NOT NULL, created_at INTEGER NOT NULL,"
 	"  updated_at INTEGER NOT NULL, PRIMARY KEY (agent_id, name));",
+	/* 6: snapshots of sandboxes with a network (their guest has a NIC) */
+	"ALTER TABLE snapshots ADD COLUMN network INTEGER NOT NULL DEFAULT 0;",
 };
 
 /* States whose sandbox holds a VM in memory (a paused one is on disk only). */
@@ -921,9 +923,9 @@ int db_snapshot_insert(const struct snapshot *sn)
 
 	lock();
 	st = prep("INSERT INTO snapshots (id, agent_id, sandbox_id, template, cpus, memory_mib, "
-		  "state, created_at) VALUES (?, ?, ?, ?, ?, ?, 'ready', ?)", "ssssuui", sn->id,
-		  sn->agent_id, sn->sandbox_id, sn->template, sn->cpus, sn->memory_mib,
-		  sn->created_at);
+		  "state, created_at, network) VALUES (?, ?, ?, ?, ?, ?, 'ready', ?, ?)", "ssssuuiu",
+		  sn->id, sn->agent_id, sn->sandbox_id, sn->template, sn->cpus, sn->memory_mib,
+		  sn->created_at, (unsigned)sn->network);
 	if (st && sqlite3_step(st) == SQLITE_DONE)
 		ret = 0;
 	sqlite3_finalize(st);
@@ -931,7 +933,7 @@ int db_snapshot_insert(const struct snapshot *sn)
 	return ret;
 }
 
-#define SNAPSHOT_COLS "id, agent_id, sandbox_id, template, cpus, memory_mib, created_at"
+#define SNAPSHOT_COLS "id, agent_id, sandbox_id, template, cpus, memory_mib, created_at, network"
 
 static void snapshot_of_row(sqlite3_stmt *st, struct snapshot *sn)
 {
@@ -944,6 +946,7 @@ static void snapshot_of_row(sqlite3_stmt *st, struct snapshot *sn)
 	sn->cpus = sqlite3_column_int(st, 4);
 	sn->memory_mib = sqlite3_column_int(st, 5);
 	sn->created_at = sqlite3_column_int64(st, 6);
+	sn->network = sqlite3_column_int(st, 7) != 0;
 }
 
 int db_snapshot_get(const char *id, const char *agent_id, struct snapshot *sn)
@@ -967,10 +970,10 @@ json_t *db_snapshot_json(const struct snapshot *sn)
 {
 	char created[32];
 
-	return json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}", "id", sn->id, "sandbox_id",
+	return json_pack("{s:s, s:s, s:s, s:I, s:I, s:b, s:s}", "id", sn->id, "sandbox_id",
 			 sn->sandbox_id, "template", sn->template, "cpus", (json_int_t)sn->cpus,
-			 "memory_mib", (json_int_t)sn->memory_mib, "created_at",
-			 iso_time(sn->created_at, created, sizeof(created)));
+			 "memory_mib", (json_int_t)sn->memory_mib, "network", sn->network,
+			 "created_at", iso_time(sn->created_at, created, sizeof(created)));
 }
 
 json_t *db_snapshot_list(const char *agent_id)

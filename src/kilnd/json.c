@@ -203,13 +203,8 @@ int parse_create(json_t *body, struct create_req *r, struct api_error *e)
 	}
 	/* Checked in full by network.c; null and false mean no network at all. */
 	net = json_object_get(body, "network");
-	if (net && !json_is_null(net) && !json_is_false(net)) {
-		if (snap)
-			return api_fail(e, 400, "invalid_argument", "network", "network: a sandbox "
-					"made from a snapshot keeps the snapshot's devices, without a "
-					"network");
-		r->network = net;
-	}
+	if (net && !json_is_null(net) && !json_is_false(net))
+		r->network = net;	/* with a snapshot, checked against it (sandbox.c) */
 	return 0;
 }
 

@@ -68,6 +68,7 @@ struct snapshot {
 	char template[64];
 	unsigned cpus, memory_mib;
 	int64_t created_at;
+	bool network;		/* taken with a NIC: sandboxes made from it need a network */
 };
 
 /* The directory of a snapshot: DATA/snapshots/ID. */

@@ -112,7 +112,10 @@ static int start_vm(const char *dir, const struct vm_spec *spec, struct agent_er
 	return vm_up(dir, &boot, e);
 }
 
-/* A create_req naming a snapshot takes its template and shape from it. */
+/* A create_req naming a snapshot takes its template and shape from it.  A guest cannot gain
+ * or lose its NIC, so a snapshot taken with a network makes sandboxes with one (their own
+ * policy, namespace and secrets; same address and MACs everywhere, as for warm clones), and
+ * one taken without makes sandboxes without. */
 static int from_snapshot(const struct agent *a, struct create_req *r, char *snap_dir, size_t len,
 			 struct api_error *e)
 {
@@ -123,6 +126,14 @@ static int from_snapshot(const struct agent *a, struct create_req *r, char *snap
 	if (db_snapshot_get(r->snapshot, a->id, &sn))
 		return api_fail(e, 404, "not_found", "snapshot", "snapshot: no snapshot %s",
 				r->snapshot);
+	if (sn.network && !r->network)
+		return api_fail(e, 400, "invalid_argument", "network", "network: snapshot %s was "
+				"taken with a network, so a sandbox made from it needs one",
+				r->snapshot);
+	if (!sn.network && r->network)
+		return api_fail(e, 400, "invalid_argument", "network", "network: snapshot %s was "
+				"taken without a network (its guest has no NIC), so a sandbox made "
+				"from it cannot have one", r->snapshot);
 	snprintf(r->template, sizeof(r->template), "%s", sn.template);
 	r->cpus = sn.cpus;
 	r->memory_mib = sn.memory_mib;
@@ -367,10 +378,9 @@ int sandbox_snapshot(const struct sandbox *s, json_t **out, struct api_error *e)
 
 	if (strcmp(s->state, "running"))
 		return conflict(s, "snapshot", e);
-	/* Its NIC would need its network back in the clone, which from_snapshot refuses. */
-	if (network_of(s->id))
-		return api_fail(e, 409, "invalid_state", NULL, "snapshots of sandboxes with a "
-				"network are not supported yet");
+	/* Only the NIC is kept: no policy, namespace or secret (which never enter the guest:
+	 * a clone gets its own CA and placeholders, egress_guest.c). */
+	sn.network = network_of(s->id);
 	random_id("snap-", sn.id, sizeof(sn.id));
 	snapshot_dir(sn.id, snap, sizeof(snap));
 	snprintf(cmd, sizeof(cmd), "%s/snapshots", cfg.data_dir);

@@ -254,10 +254,28 @@ def test_a_network_clones_a_snapshot_warmed_with_a_nic(world):
     assert status == 0 and "hello from upstream" in out, out
     status, out = fetch(world, sb, "http://evil.test/hello.txt")
     assert status != 0 and "hello" not in out, out
-    # Its own snapshots are refused for now (the clone would lose its network).
-    error_of(k.request("POST", f"/v1/sandboxes/{sb['id']}/snapshots", {}, key=key), 409,
-             "invalid_state")
-    assert k.request("DELETE", f"/v1/sandboxes/{sb['id']}", key=key)[0] == 200
+    # Its own snapshot keeps the NIC and nothing of the network: a sandbox made from it
+    # needs a network of its own, and gets only that one's policy.
+    assert sh_in(world, sb, "echo original > /root/marker")[0] == 0
+    status, snap = k.request("POST", f"/v1/sandboxes/{sb['id']}/snapshots", {}, key=key)
+    assert status == 201 and snap["network"] is True, snap
+    error_of(k.request("POST", "/v1/sandboxes", {"snapshot": snap["id"]}, key=key), 400,
+             "invalid_argument", "network")
+    status, fork = k.request("POST", "/v1/sandboxes", {"snapshot": snap["id"], "network": {
+        "allow_domains": ["other.test"], "dns_rewrites": {"other.test": "10.99.0.2"},
+        "allow_cidrs": ["10.99.0.0/24"]}}, key=key)
+    assert status == 201, fork
+    assert fork["network"]["allow_domains"] == ["other.test"], fork
+    assert sh_in(world, fork, "cat /root/marker") == (0, "original\n")
+    status, out = fetch(world, fork, "http://other.test/hello.txt")
+    assert status == 0 and "hello from upstream" in out, out
+    status, out = fetch(world, fork, "http://upstream.test/hello.txt")
+    assert status != 0 and "hello" not in out, out
+    status, out = fetch(world, sb, "http://upstream.test/hello.txt")   # the original's own
+    assert status == 0 and "hello from upstream" in out, out
+    for path in (f"/v1/sandboxes/{fork['id']}", f"/v1/sandboxes/{sb['id']}",
+                 f"/v1/snapshots/{snap['id']}"):
+        assert k.request("DELETE", path, key=key)[0] == 200, path
 
 
 def test_rate_limit_and_capture_on_a_clone_and_across_a_pause(world):
@@ -378,7 +396,42 @@ def test_secrets_through_the_api(tls_world):
     for path in ("", "/network"):
         assert token not in json.dumps(k.request("GET", f"/v1/sandboxes/{sb['id']}{path}",
                                                  key=key)[1])
-    assert k.request("DELETE", f"/v1/sandboxes/{sb['id']}", key=key)[0] == 200
+
+    # Its snapshot holds no value either (memory, disk, state); a sandbox made from it gets
+    # its own CA (the original's replaced in the trust store), placeholder and value, and the
+    # original's placeholder means nothing there.
+    status, snap = k.request("POST", f"/v1/sandboxes/{sb['id']}/snapshots", {}, key=key)
+    assert status == 201 and snap["network"] is True, snap
+    found = subprocess.run(["grep", "-rlF", token, k.data / "snapshots" / snap["id"]],
+                           capture_output=True)
+    assert found.returncode == 1, found
+    token2 = "ghp_" + secrets.token_hex(20)
+    status, fork = k.request("POST", "/v1/sandboxes", {
+        "snapshot": snap["id"],
+        "network": {"allow_domains": ["api.upstream.test"],
+                    "dns_rewrites": {"api.upstream.test": "10.99.0.2"},
+                    "allow_cidrs": ["10.99.0.0/24"],
+                    "secrets": [{"name": "upstream", "env": "UPSTREAM_TOKEN",
+                                 "header": "Authorization", "hosts": ["api.upstream.test"],
+                                 "value": f"Bearer {token2}"}]}}, key=key)
+    assert status == 201, fork
+    ph2 = exec_(k, key, fork, cmd=["sh", "-c", 'echo "$UPSTREAM_TOKEN"'])["stdout"].strip()
+    assert re.fullmatch(r"KILN_PH_[0-9a-f]{32}", ph2) and ph2 != ph, ph2
+    r = exec_(k, key, fork, cmd=["sh", "-c", "grep -c 'kiln egress CA: begin' "
+                                             "/etc/ssl/certs/ca-certificates.crt"])
+    assert r["stdout"].strip() == "1", r
+    for path, header in (("/k2", "$UPSTREAM_TOKEN"), ("/k3", ph)):
+        exec_(k, key, fork, cmd=["sh", "-c", f"curl -sS --max-time 60 "
+                                             f"https://api.upstream.test{path} "
+                                             f"-H \"Authorization: {header}\""], timeout_s=120)
+    reqs = [json.loads(l) for l in log.read_text().splitlines() if l.strip()]
+    assert [q["headers"]["Authorization"] for q in reqs if q["path"] == "/k2"] == \
+        [f"Bearer {token2}"]
+    assert [q["headers"]["Authorization"] for q in reqs if q["path"] in ("/k", "/k3")
+            and token in q["headers"].get("Authorization", "")] == [f"Bearer {token}"]
+    for path in (f"/v1/sandboxes/{fork['id']}", f"/v1/sandboxes/{sb['id']}",
+                 f"/v1/snapshots/{snap['id']}"):
+        assert k.request("DELETE", path, key=key)[0] == 200, path
 
 
 def test_agent_secrets_registered_once(tls_world):

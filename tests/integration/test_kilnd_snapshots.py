@@ -64,6 +64,7 @@ def test_snapshot_and_create_from_it(kilnd, erin, frank):
     assert status == 201, snap
     assert snap["id"].startswith("snap-") and snap["sandbox_id"] == sb["id"]
     assert (snap["cpus"], snap["memory_mib"], snap["template"]) == (1, 128, "base")
+    assert snap["network"] is False
     # The original keeps running, and goes on changing.
     sh(kilnd, key, sb, "echo after > /root/marker")
     assert sh(kilnd, key, sb, "cat /root/marker") == "after\n"
@@ -100,6 +101,9 @@ def test_snapshot_and_create_from_it(kilnd, erin, frank):
                            key=key), 400, "invalid_argument", "snapshot")
     error_of(kilnd.request("POST", "/v1/sandboxes", {"snapshot": 5}, key=key), 400,
              "invalid_argument", "snapshot")
+    # Its guest has no NIC, and cannot gain one.
+    error_of(kilnd.request("POST", "/v1/sandboxes", {"snapshot": snap["id"], "network": {
+        "allow_domains": ["example.com"]}}, key=key), 400, "invalid_argument", "network")
     error_of(kilnd.request("POST", f"/v1/sandboxes/{sb['id']}/snapshots", {"x": 1}, key=key),
              400, "invalid_argument", "x")
 
