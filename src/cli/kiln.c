@@ -21,7 +21,8 @@
  * `run` and `exec` return the command's exit status (128+N if killed by signal N, 124 on
  * timeout, like timeout(1)); kiln's own failures return 125 with a one-line reason.
  * `run` and `up` clone the image's warm snapshot (template.h) when one exists for the same
- * image, kernel, kiln-vmm, vCPUs and memory, and boot otherwise (also when the clone fails).
+ * image, kernel, kiln-vmm, vCPUs, memory and NIC or none (`kiln warm --net`), and boot
+ * otherwise (also when the clone fails).
  *
  *   kiln sandbox create|ls|rm|pause|resume ...              sandboxes kept by kilnd
  *                                                          (sandbox_cmd.c)
@@ -89,7 +90,8 @@ static void usage(void)
 		"       kiln down --dir DIR | pause --dir DIR | resume --dir DIR\n"
 		"       kiln net-policy --dir DIR [--net-allow CIDR,...] [--net-policy FILE]\n"
 		"                 replace the egress policy (CIDRs; names, for kiln-dns/kiln-proxy)\n"
-		"       kiln warm [--image NAME|--rootfs FILE] [--cpus N] [--memory MIB]\n"
+		"       kiln warm [--image NAME|--rootfs FILE] [--cpus N] [--memory MIB] [--net]\n"
+		"                 (--net: with a NIC, for run and up with a network)\n"
 		"       (run and up also take --cold: boot, do not clone the warm snapshot; -v;\n"
 		"        --net: a NIC, TCP only to --net-allow CIDR[,CIDR...], --net-rate KIB/s,\n"
 		"        --net-pcap FILE: every frame captured, up to 64 MiB; --net-policy FILE: DNS\n"
@@ -427,8 +429,9 @@ static void start_vm(const char *dir, const struct opts *o, const struct vm_spec
 	struct timespec t0;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	/* Warm snapshots have no NIC: a networked sandbox boots. */
-	if (!o->cold && !spec->net && template_find(spec, snap, sizeof(snap)) == 0) {
+	/* A VM with a network finds only a snapshot warmed with a NIC (`kiln warm --net`; its
+	 * key says so), which vm_clone restores into the VM's own namespace and policy. */
+	if (!o->cold && template_find(spec, snap, sizeof(snap)) == 0) {
 		if (template_clone(dir, snap, spec, &e) == 0) {
 			if (o->verbose)
 				fprintf(stderr, "kiln: cloned warm snapshot %s in %.0f ms\n", snap,

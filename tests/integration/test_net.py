@@ -283,6 +283,26 @@ def test_run_with_network_leaves_nothing_behind(world):
     assert kiln_links() == before
 
 
+def test_up_with_a_network_clones_a_snapshot_warmed_with_a_nic(world, tmp_path, monkeypatch):
+    """`kiln warm --net` warms with a NIC (in a namespace that lets nothing out); `kiln up`
+    with a network then clones it into its own namespace, with its own policy and limit."""
+    monkeypatch.setenv("KILN_CACHE", str(tmp_path / "cache"))   # not the machine's snapshots
+    kiln("warm", "--rootfs", world["image"], "--net")
+    vm = tmp_path / "vm"
+    r = kiln("up", "-v", "--rootfs", world["image"], "--dir", vm, "--net-allow", "10.99.0.0/24",
+             "--net-rate", RATE_KIB)
+    try:
+        assert "cloned warm snapshot" in r.stderr, r.stderr
+        assert fetch(vm, "http://10.99.0.2/hello.txt") == (0, "hello from upstream\n")
+        assert fetch(vm, "http://10.98.0.2/hello.txt", timeout=10)[0] != 0
+        assert f"rx_bps={RATE_KIB * 1024}," in (vm / "vmm.net").read_text()   # its own limit
+    finally:
+        kiln("down", "--dir", vm, check=False)
+    # Without a network, the NIC-warmed snapshot is not the one: it boots.
+    r = kiln("run", "-v", "--rootfs", world["image"], "--", "true")
+    assert "booted" in r.stderr, r.stderr
+
+
 def test_rate_limit_caps_throughput(world):
     script = ("a=$(cut -d' ' -f1 /proc/uptime); wget -O /tmp/big http://10.99.0.2/big.bin 2>/dev/null"
               " && b=$(cut -d' ' -f1 /proc/uptime) && echo $a $b $(wc -c < /tmp/big); rm -f /tmp/big")
