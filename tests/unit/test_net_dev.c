@@ -1,11 +1,12 @@
 /*
  * test_net_dev.c - the virtio-net device end to end without a VM: this file plays the guest
- * driver (rings in a fake guest RAM, registers through the real MMIO transport) and the host
- * side of the NIC (a real AF_UNIX SOCK_SEQPACKET socketpair, which like a tap carries one frame
- * per read and write).  It checks frames both ways with their virtio_net_hdr, the config space, a
- * hostile driver (descriptors outside RAM, oversize, undersize and offload-flagged frames,
- * buffers too small), the token bucket's arithmetic and its effect on real traffic, the pcap
- * file's format and cap, pausing, and snapshot save/restore of the device's state.
+ * driver (fake_driver.c: rings in a fake guest RAM, registers through the real MMIO transport)
+ * and the host side of the NIC (a real AF_UNIX SOCK_SEQPACKET socketpair, which like a tap
+ * carries one frame per read and write).  It checks frames both ways with their virtio_net_hdr,
+ * the config space, a hostile driver (descriptors outside RAM, oversize, undersize and
+ * offload-flagged frames, buffers too small), the token bucket's arithmetic and its effect on
+ * real traffic, the pcap file's format and cap, pausing, and snapshot save/restore of the
+ * device's state.
  *
  * Each test creates its own device; the old one is reset (so its thread leaves the rings alone)
  * and kept, with its socket, until the end.

@@ -4,7 +4,7 @@
  * ASan, register fuzzing, resets during I/O; and the three bugs it found, kept as regression
  * tests: invalid TX chains were not charged to the rate limiter, DRIVER_OK counted without
  * FEATURES_OK, and a socket peer at end of file spun the I/O thread with the device lock held.
- * Reuses the fake guest driver of test_net_dev.c.
+ * Reuses test_net_dev.c and its guest driver (fake_driver.c).
  */
 #define main net_dev_orig_main
 #include "test_net_dev.c"
