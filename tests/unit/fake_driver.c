@@ -28,6 +28,7 @@ uint8_t *fake_ram(struct guest_mem *gm, uint64_t size)
 
 void drv_ram(struct fake_driver *g, uint64_t size)
 {
+	memset(g, 0, sizeof(*g));
 	g->ram = fake_ram(&g->gm, size);
 	g->ram_size = size;
 }

@@ -59,6 +59,7 @@ struct fake_driver {
 /* Zeroed, page-aligned RAM of size bytes at guest address 0, described in gm. */
 uint8_t *fake_ram(struct guest_mem *gm, uint64_t size);
 
+/* A driver with fresh RAM and no device yet. */
 void drv_ram(struct fake_driver *g, uint64_t size);
 /* Drive d from now on; its interrupts are counted in g->irqs (drv_irq, ctx g). */
 void drv_attach(struct fake_driver *g, struct virtio_dev *d);
