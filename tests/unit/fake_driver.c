@@ -6,11 +6,13 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "../../src/vmm/snapshot/format.h"
 #include "fake_driver.h"
 
 uint8_t *fake_ram(struct guest_mem *gm, uint64_t size)
@@ -157,6 +159,18 @@ void drv_post_buf(struct fake_driver *g, unsigned q, uint16_t i, uint64_t gpa, u
 uint16_t drv_used_idx(struct fake_driver *g, unsigned q)
 {
 	return __atomic_load_n(&drv_used(g, q)[1], __ATOMIC_ACQUIRE);
+}
+
+bool restore_dev(struct virtio_dev *d, const struct sbuf *b, char *msg, size_t n)
+{
+	struct sr_error e = { 0 };
+	struct sreader r;
+	bool ok;
+
+	sr_init(&r, b->data, b->len, &e);
+	ok = virtio_restore(d, &r);
+	snprintf(msg, n, "%s", e.msg);
+	return ok;
 }
 
 long ms_since(const struct timespec *t0)

@@ -8,18 +8,22 @@
  *
  * Queue q's rings sit at DRV_QBASE(q): descriptors there, the avail ring DRV_AVAIL_OFF after
  * and the used ring DRV_USED_OFF after, room for queues of up to 1024 entries.  Buffers are
- * the tests' own business; they keep clear of DRV_QBASE(0) to DRV_QBASE(DRV_MAX_QUEUES).
+ * the tests' own business; they keep clear of the rings of the queues they set up, from
+ * DRV_QBASE(0) to DRV_QBASE(nr).
  */
 #ifndef KILN_TESTS_FAKE_DRIVER_H
 #define KILN_TESTS_FAKE_DRIVER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
 #include "../../src/vmm/guest_mem.h"
 #include "../../src/vmm/virtio/queue.h"
 #include "../../src/vmm/virtio/virtio.h"
+
+struct sbuf;
 
 /* virtio-mmio registers (virtio 1.2 4.2.2) */
 #define R_DEVICE_ID		0x008
@@ -88,7 +92,8 @@ void drv_offer(struct fake_driver *g, unsigned q, uint16_t head);
 /* ...then publish avail->idx and notify. */
 void drv_kick(struct fake_driver *g, unsigned q);
 void drv_post(struct fake_driver *g, unsigned q, uint16_t head);
-/* One descriptor of len bytes at gpa, device-writable if flags say so, posted as slot i. */
+/* Descriptor i as one buffer of len bytes at gpa (flags VIRTQ_DESC_F_WRITE if the device
+ * fills it), posted. */
 void drv_post_buf(struct fake_driver *g, unsigned q, uint16_t i, uint64_t gpa, uint32_t len,
 		  uint16_t flags);
 
@@ -100,6 +105,12 @@ bool drv_next_used(struct fake_driver *g, unsigned q, struct virtq_used_elem *e,
  * waits up to ms for the device to give the oldest back.  Counts the buffer as sent.
  */
 uint16_t drv_next_slot(struct fake_driver *g, unsigned q, long ms);
+
+/*
+ * Restore d (paused, or without threads) from the bytes virtio_save() wrote: false with the
+ * reader's reason in msg if it refuses them.
+ */
+bool restore_dev(struct virtio_dev *d, const struct sbuf *b, char *msg, size_t n);
 
 long ms_since(const struct timespec *t0);
 

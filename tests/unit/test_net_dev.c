@@ -597,18 +597,6 @@ static void test_pause_holds_the_rings(void **state)
 	assert_int_equal(guest_recv(got, WAIT_MS), sizeof(f));
 }
 
-static bool restore_into(struct virtio_dev *d, const struct sbuf *b, char *msg, size_t n)
-{
-	struct sr_error e = { 0 };
-	struct sreader r;
-	bool ok;
-
-	sr_init(&r, b->data, b->len, &e);
-	ok = virtio_restore(d, &r);
-	snprintf(msg, n, "%s", e.msg);
-	return ok;
-}
-
 static void test_snapshot_state(void **state)
 {
 	struct net_params other = { 0 };
@@ -642,7 +630,7 @@ static void test_snapshot_state(void **state)
 	memcpy(G.sent, before.sent, sizeof(G.sent));
 	free(saved_ram);
 	virtio_pause(G.d, true);
-	assert_true(restore_into(G.d, &b, msg, sizeof(msg)));
+	assert_true(restore_dev(G.d, &b, msg, sizeof(msg)));
 	virtio_pause(G.d, false);
 	assert_int_equal(drv_read(&G, R_STATUS), 1 | 2 | 4 | 8);
 	tx_post(NULL, f, sizeof(f));
@@ -660,7 +648,7 @@ static void test_snapshot_state(void **state)
 	all_devs[nr_devs++] = fresh;
 	fresh->raise_irq = drv_irq;
 	fresh->irq_ctx = &G;
-	assert_false(restore_into(fresh, &b, msg, sizeof(msg)));
+	assert_false(restore_dev(fresh, &b, msg, sizeof(msg)));
 	assert_non_null(strstr(msg, "MAC"));
 	assert_int_equal(fresh->status, 0);
 
@@ -669,7 +657,7 @@ static void test_snapshot_state(void **state)
 		struct sbuf t = { 0 };
 
 		sbuf_put(&t, b.data, b.len - cut);
-		assert_false(restore_into(fresh, &t, msg, sizeof(msg)));
+		assert_false(restore_dev(fresh, &t, msg, sizeof(msg)));
 		sbuf_free(&t);
 	}
 	(void)saved_dev;

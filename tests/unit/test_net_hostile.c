@@ -232,7 +232,7 @@ static void test_hostile_snapshot_mutation(void **state)
 			len = rnd() % b.len;
 		t.len = len;
 		virtio_pause(G.d, true);
-		if (restore_into(G.d, &t, msg, sizeof(msg)))
+		if (restore_dev(G.d, &t, msg, sizeof(msg)))
 			accepted++;
 		virtio_pause(G.d, false);
 		drv_write(&G, R_QUEUE_NOTIFY, 0);

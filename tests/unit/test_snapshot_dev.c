@@ -91,23 +91,11 @@ static struct sbuf save_virtio(struct virtio_dev *d)
 	return b;
 }
 
-static bool restore_virtio(struct virtio_dev *d, const struct sbuf *b, char *msg, size_t n)
-{
-	struct sr_error e = { 0 };
-	struct sreader r;
-	bool ok;
-
-	sr_init(&r, b->data, b->len, &e);
-	ok = virtio_restore(d, &r);
-	snprintf(msg, n, "%s", e.msg);
-	return ok;
-}
-
 static void expect_virtio_refused(struct virtio_dev *d, const struct sbuf *b, const char *want)
 {
 	char msg[200];
 
-	assert_false(restore_virtio(d, b, msg, sizeof(msg)));
+	assert_false(restore_dev(d, b, msg, sizeof(msg)));
 	if (!strstr(msg, want))
 		fail_msg("expected '%s' in: %s", want, msg);
 }
@@ -142,7 +130,7 @@ static void test_virtio_round_trip(void **state)
 	ram_init(&r2, RAM_SIZE);
 	memcpy(r2.ram, r1.ram, RAM_SIZE);		/* as the memory file brings RAM back */
 	b = rng(&r2);
-	assert_true(restore_virtio(b, &saved, msg, sizeof(msg)));
+	assert_true(restore_dev(b, &saved, msg, sizeof(msg)));
 	assert_int_equal(b->status, a->status);
 	assert_int_equal(b->driver_features, a->driver_features);
 	assert_true(b->vq[0].ready);
