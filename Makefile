@@ -43,6 +43,8 @@ NET_LIB    := src/net/dns_msg.c src/net/egress_policy.c src/net/sniff.c src/net/
 # What the host programs (kiln, kilnd) share with them: checking a sandbox's secrets file.
 HOST_NET   := src/net/secrets.c src/net/egress_policy.c src/net/text_file.c
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+# The guest's virtio driver the device tests play (tests/unit/fake_driver.h).
+UNIT_LIB   := tests/unit/fake_driver.c
 TEST_GUEST_BINS := $(patsubst tests/guest/%.c,$(B)/tests/guest/%,$(wildcard tests/guest/*.c))
 UNIT_BINS  := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 ASAN_BINS  := $(UNIT_SRC:tests/unit/%.c=$(B)/asan/tests/%)
@@ -67,11 +69,11 @@ $(B)/asan/obj/%.o: %.c
 $(B)/kiln-vmm: $(call obj,$(VMM_SRC) $(COMMON_SRC))
 	$(CC) $(LDFLAGS) $^ -o $@
 
-$(B)/tests/%: $(call obj,tests/unit/%.c $(VMM_LIB))
+$(B)/tests/%: $(call obj,tests/unit/%.c $(UNIT_LIB) $(VMM_LIB))
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $^ -lcmocka -o $@
 
-$(B)/asan/tests/%: $(call asan_obj,tests/unit/%.c $(VMM_LIB))
+$(B)/asan/tests/%: $(call asan_obj,tests/unit/%.c $(UNIT_LIB) $(VMM_LIB))
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $(SANITIZE) $^ -lcmocka -o $@
 

@@ -16,6 +16,7 @@
 #include "../../src/vmm/guest_mem.h"
 #include "../../src/vmm/x86/boot.h"
 #include "../../src/vmm/x86/layout.h"
+#include "fake_driver.h"
 
 #define RAM_SIZE	(64ULL << 20)
 #define KERNEL_PADDR	0x1000000ULL
@@ -27,11 +28,7 @@ static char err[256];
 static int setup(void **state)
 {
 	(void)state;
-	ram = calloc(1, RAM_SIZE);
-	memset(&gm, 0, sizeof(gm));
-	gm.region[0] = (struct gm_region){ .gpa = 0, .size = RAM_SIZE, .host = ram };
-	gm.nr = 1;
-	gm.total = RAM_SIZE;
+	ram = fake_ram(&gm, RAM_SIZE);
 	err[0] = 0;
 	return 0;
 }

@@ -14,6 +14,7 @@
 #include "../../src/vmm/guest_mem.h"
 #include "../../src/vmm/x86/layout.h"
 #include "../../src/vmm/x86/mptable.h"
+#include "fake_driver.h"
 
 #define RAM_SIZE (2 << 20)
 
@@ -23,9 +24,7 @@ static struct guest_mem gm;
 static int setup(void **state)
 {
 	(void)state;
-	ram = calloc(1, RAM_SIZE);
-	gm.region[0] = (struct gm_region){ .gpa = 0, .size = RAM_SIZE, .host = ram };
-	gm.nr = 1;
+	ram = fake_ram(&gm, RAM_SIZE);
 	return 0;
 }
 

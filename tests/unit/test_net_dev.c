@@ -1,11 +1,12 @@
 /*
  * test_net_dev.c - the virtio-net device end to end without a VM: this file plays the guest
- * driver (rings in a fake guest RAM, registers through the real MMIO transport) and the host
- * side of the NIC (a real AF_UNIX SOCK_SEQPACKET socketpair, which like a tap carries one frame
- * per read and write).  It checks frames both ways with their virtio_net_hdr, the config space, a
- * hostile driver (descriptors outside RAM, oversize, undersize and offload-flagged frames,
- * buffers too small), the token bucket's arithmetic and its effect on real traffic, the pcap
- * file's format and cap, pausing, and snapshot save/restore of the device's state.
+ * driver (fake_driver.c: rings in a fake guest RAM, registers through the real MMIO transport)
+ * and the host side of the NIC (a real AF_UNIX SOCK_SEQPACKET socketpair, which like a tap
+ * carries one frame per read and write).  It checks frames both ways with their virtio_net_hdr,
+ * the config space, a hostile driver (descriptors outside RAM, oversize, undersize and
+ * offload-flagged frames, buffers too small), the token bucket's arithmetic and its effect on
+ * real traffic, the pcap file's format and cap, pausing, and snapshot save/restore of the
+ * device's state.
  *
  * Each test creates its own device; the old one is reset (so its thread leaves the rings alone)
  * and kept, with its socket, until the end.
@@ -30,122 +31,40 @@
 #include "../../src/vmm/virtio/devices.h"
 #include "../../src/vmm/virtio/pcap.h"
 #include "../../src/vmm/virtio/ratelimit.h"
+#include "fake_driver.h"
 
 #define RAM_SIZE	(4 << 20)
 #define QSIZE		64
-#define QBASE(q)	(0x10000 + (q) * 0x10000)
 #define RXBUF(i)	(0x100000 + (i) * 0x1000)
 #define RXLEN		(NET_HDR_SIZE + NET_MAX_FRAME)
 #define TXBUF(i)	(0x200000 + (i) * 0x1000)
 #define WAIT_MS		3000
 #define MAX_DEVS	32
 
-/* virtio-mmio registers (virtio 1.2 4.2.2) */
-#define R_DEVICE_ID		0x008
-#define R_DEVICE_FEATURES	0x010
-#define R_DEVICE_FEATURES_SEL	0x014
-#define R_DRIVER_FEATURES	0x020
-#define R_DRIVER_FEATURES_SEL	0x024
-#define R_QUEUE_SEL		0x030
-#define R_QUEUE_NUM		0x038
-#define R_QUEUE_READY		0x044
-#define R_QUEUE_NOTIFY		0x050
-#define R_STATUS		0x070
-#define R_QUEUE_DESC_LOW	0x080
-#define R_QUEUE_DRIVER_LOW	0x090
-#define R_QUEUE_DEVICE_LOW	0x0a0
-#define R_CONFIG		0x100
-
 #define ST_NEEDS_RESET		64
 #define F_MTU			(1u << 3)
 #define F_MAC			(1u << 5)
+#define RX_NEXT			(VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT)
+#define FEATURES		(F_MAC | F_MTU | F_VERSION_1)
 
 static const uint8_t MAC[6] = { 0x02, 0x6b, 0x69, 0x6c, 0x6e, 0x01 };
 
-struct drv {
-	uint8_t *ram;
-	struct guest_mem gm;
-	struct virtio_dev *d;
+static struct fake_driver G;		/* the guest's side */
+static struct {
 	int host;			/* our end of the socketpair: the "tap" */
-	uint16_t avail_idx[2], used_seen[2];
-	unsigned tx_sent;
 	char dir[64];
-};
-
-static struct drv D;
+} D;
 static struct virtio_dev *all_devs[MAX_DEVS];
 static unsigned nr_devs;
 
-static void irq(void *ctx, unsigned line)
-{
-	(void)ctx, (void)line;
-}
-
-static void reg_write(uint64_t off, uint32_t v)
-{
-	virtio_mmio_write(D.d, off, &v, 4);
-}
-
-static uint32_t reg_read(uint64_t off)
-{
-	uint32_t v;
-
-	virtio_mmio_read(D.d, off, &v, 4);
-	return v;
-}
-
-static struct virtq_desc *desc(unsigned q)
-{
-	return (struct virtq_desc *)(D.ram + QBASE(q));
-}
-
-static uint16_t *avail(unsigned q)
-{
-	return (uint16_t *)(D.ram + QBASE(q) + 0x4000);
-}
-
-static uint16_t *used(unsigned q)
-{
-	return (uint16_t *)(D.ram + QBASE(q) + 0x8000);
-}
-
-static void post(unsigned q, uint16_t head)
-{
-	avail(q)[2 + D.avail_idx[q] % QSIZE] = head;
-	D.avail_idx[q]++;
-	__atomic_store_n(&avail(q)[1], D.avail_idx[q], __ATOMIC_RELEASE);
-	reg_write(R_QUEUE_NOTIFY, q);
-}
-
 static void rx_post_len(uint16_t i, uint32_t len)
 {
-	desc(0)[i] = (struct virtq_desc){ RXBUF(i), len, VIRTQ_DESC_F_WRITE, 0 };
-	post(0, i);
+	drv_post_buf(&G, 0, i, RXBUF(i), len, VIRTQ_DESC_F_WRITE);
 }
 
 static void driver_init(unsigned nr_rx)
 {
-	memset(D.ram, 0, RAM_SIZE);
-	memset(D.avail_idx, 0, sizeof(D.avail_idx));
-	memset(D.used_seen, 0, sizeof(D.used_seen));
-	D.tx_sent = 0;
-	reg_write(R_STATUS, 0);
-	reg_write(R_STATUS, 1 | 2);
-	reg_write(R_DRIVER_FEATURES_SEL, 0);
-	reg_write(R_DRIVER_FEATURES, F_MAC | F_MTU);
-	reg_write(R_DRIVER_FEATURES_SEL, 1);
-	reg_write(R_DRIVER_FEATURES, 1);		/* VIRTIO_F_VERSION_1 */
-	reg_write(R_STATUS, 1 | 2 | 8);
-	assert_true(reg_read(R_STATUS) & 8);
-	for (unsigned q = 0; q < 2; q++) {
-		reg_write(R_QUEUE_SEL, q);
-		reg_write(R_QUEUE_NUM, QSIZE);
-		reg_write(R_QUEUE_DESC_LOW, QBASE(q));
-		reg_write(R_QUEUE_DRIVER_LOW, QBASE(q) + 0x4000);
-		reg_write(R_QUEUE_DEVICE_LOW, QBASE(q) + 0x8000);
-		reg_write(R_QUEUE_READY, 1);
-	}
-	reg_write(R_STATUS, 1 | 2 | 8 | 4);
+	drv_init(&G, FEATURES, 2, QSIZE);
 	for (uint16_t i = 0; i < nr_rx; i++)
 		rx_post_len(i, RXLEN);
 }
@@ -154,65 +73,37 @@ static void driver_init(unsigned nr_rx)
 static void new_dev(const struct net_params *tmpl, unsigned nr_rx)
 {
 	struct net_params p = { 0 };
+	struct virtio_dev *d;
 	char err[256];
 	int sv[2];
 
 	if (tmpl)
 		p = *tmpl;
 	memcpy(p.mac, MAC, 6);
-	if (D.d)
-		reg_write(R_STATUS, 0);		/* the old device lets go of the rings */
+	if (G.d)
+		drv_write(&G, R_STATUS, 0);		/* the old device lets go of the rings */
 	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
 	p.fd = sv[0];
 	assert_true(nr_devs < MAX_DEVS);
-	D.d = virtio_net_create(&D.gm, &p, err, sizeof(err));
-	if (!D.d)
+	d = virtio_net_create(&G.gm, &p, err, sizeof(err));
+	if (!d)
 		fail_msg("virtio_net_create: %s", err);
-	all_devs[nr_devs++] = D.d;
-	D.d->raise_irq = irq;
-	D.d->irq = 5;
+	all_devs[nr_devs++] = d;
+	drv_attach(&G, d);
 	D.host = sv[1];
 	driver_init(nr_rx);
-}
-
-static long ms_since(const struct timespec *t0)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
-}
-
-static bool next_used(unsigned q, struct virtq_used_elem *e, long ms)
-{
-	struct timespec t0;
-
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (__atomic_load_n(&used(q)[1], __ATOMIC_ACQUIRE) == D.used_seen[q]) {
-		if (ms_since(&t0) > ms)
-			return false;
-		usleep(200);
-	}
-	memcpy(e, (uint8_t *)used(q) + 4 + 8 * (D.used_seen[q] % QSIZE), sizeof(*e));
-	D.used_seen[q]++;
-	return true;
 }
 
 /* Post one TX chain of a header (hdr, or zeros) and a frame, as one descriptor. */
 static uint16_t tx_post(const void *hdr, const void *frame, uint32_t len)
 {
-	uint16_t slot = D.tx_sent % QSIZE;
-	struct virtq_used_elem e;
+	uint16_t slot = drv_next_slot(&G, 1, WAIT_MS);
 
-	while ((uint16_t)(D.tx_sent - D.used_seen[1]) >= QSIZE)
-		assert_true(next_used(1, &e, WAIT_MS));
-	memset(D.ram + TXBUF(slot), 0, NET_HDR_SIZE);
+	memset(G.ram + TXBUF(slot), 0, NET_HDR_SIZE);
 	if (hdr)
-		memcpy(D.ram + TXBUF(slot), hdr, NET_HDR_SIZE);
-	memcpy(D.ram + TXBUF(slot) + NET_HDR_SIZE, frame, len);
-	desc(1)[slot] = (struct virtq_desc){ TXBUF(slot), NET_HDR_SIZE + len, 0, 0 };
-	D.tx_sent++;
-	post(1, slot);
+		memcpy(G.ram + TXBUF(slot), hdr, NET_HDR_SIZE);
+	memcpy(G.ram + TXBUF(slot) + NET_HDR_SIZE, frame, len);
+	drv_post_buf(&G, 1, slot, TXBUF(slot), NET_HDR_SIZE + len, 0);
 	return slot;
 }
 
@@ -244,7 +135,7 @@ static struct net_stats stats(void)
 {
 	struct net_stats s;
 
-	virtio_net_stats(D.d, &s);
+	virtio_net_stats(G.d, &s);
 	return s;
 }
 
@@ -254,14 +145,14 @@ static uint32_t guest_recv(uint8_t *frame, long ms)
 	struct virtq_used_elem e;
 	uint16_t h[6];
 
-	if (!next_used(0, &e, ms))
+	if (!drv_next_used(&G, 0, &e, ms))
 		return 0;
 	assert_true(e.id < QSIZE);
 	assert_true(e.len > NET_HDR_SIZE && e.len <= RXLEN);
-	memcpy(h, D.ram + RXBUF(e.id), NET_HDR_SIZE);
+	memcpy(h, G.ram + RXBUF(e.id), NET_HDR_SIZE);
 	assert_int_equal(h[0], 0);		/* flags, gso_type */
 	assert_int_equal(h[5], 1);		/* num_buffers */
-	memcpy(frame, D.ram + RXBUF(e.id) + NET_HDR_SIZE, e.len - NET_HDR_SIZE);
+	memcpy(frame, G.ram + RXBUF(e.id) + NET_HDR_SIZE, e.len - NET_HDR_SIZE);
 	rx_post_len(e.id, RXLEN);
 	return e.len - NET_HDR_SIZE;
 }
@@ -275,25 +166,19 @@ static void test_config_space(void **state)
 
 	(void)state;
 	new_dev(NULL, 0);
-	assert_int_equal(reg_read(R_DEVICE_ID), 1);
-	reg_write(R_DEVICE_FEATURES_SEL, 0);
-	assert_int_equal(reg_read(R_DEVICE_FEATURES) & (F_MAC | F_MTU), F_MAC | F_MTU);
+	assert_int_equal(drv_read(&G, R_DEVICE_ID), 1);
+	drv_write(&G, R_DEVICE_FEATURES_SEL, 0);
+	assert_int_equal(drv_read(&G, R_DEVICE_FEATURES) & (F_MAC | F_MTU), F_MAC | F_MTU);
 	/* No checksum, GSO or mergeable-buffer features: bits 0-2, 6-15, 22 clear. */
-	assert_int_equal(reg_read(R_DEVICE_FEATURES) & ~(F_MAC | F_MTU), 0);
+	assert_int_equal(drv_read(&G, R_DEVICE_FEATURES) & ~(F_MAC | F_MTU), 0);
 	for (int i = 0; i < 6; i++)
-		virtio_mmio_read(D.d, R_CONFIG + i, &mac[i], 1);
+		virtio_mmio_read(G.d, R_CONFIG + i, &mac[i], 1);
 	assert_memory_equal(mac, MAC, 6);
-	virtio_mmio_read(D.d, R_CONFIG + 10, &mtu, 2);
+	virtio_mmio_read(G.d, R_CONFIG + 10, &mtu, 2);
 	assert_int_equal(mtu, 1500);
 	/* A driver asking for an offload we never offered is refused. */
-	reg_write(R_STATUS, 0);
-	reg_write(R_STATUS, 1 | 2);
-	reg_write(R_DRIVER_FEATURES_SEL, 0);
-	reg_write(R_DRIVER_FEATURES, F_MAC | 1 /* CSUM */);
-	reg_write(R_DRIVER_FEATURES_SEL, 1);
-	reg_write(R_DRIVER_FEATURES, 1);
-	reg_write(R_STATUS, 1 | 2 | 8);
-	assert_false(reg_read(R_STATUS) & 8);
+	drv_write(&G, R_STATUS, 0);
+	assert_false(drv_features(&G, F_MAC | 1 /* CSUM */ | F_VERSION_1));
 }
 
 static void test_frames_both_ways(void **state)
@@ -310,7 +195,7 @@ static void test_frames_both_ways(void **state)
 		tx_post(NULL, f, len);
 		assert_int_equal(host_recv(got, sizeof(got), WAIT_MS), len);
 		assert_memory_equal(got, f, len);
-		assert_true(next_used(1, &e, WAIT_MS));
+		assert_true(drv_next_used(&G, 1, &e, WAIT_MS));
 		assert_int_equal(e.len, 0);
 
 		make_frame(f, len, i + 1);
@@ -321,6 +206,8 @@ static void test_frames_both_ways(void **state)
 	assert_int_equal(stats().tx_frames, 100);
 	assert_int_equal(stats().rx_frames, 100);
 	assert_int_equal(stats().tx_dropped + stats().rx_dropped, 0);
+	/* The driver asked for every interrupt (avail flags 0): it got some. */
+	assert_true(__atomic_load_n(&G.irqs, __ATOMIC_RELAXED) > 0);
 }
 
 static void test_full_size_frames_and_no_rx_buffer(void **state)
@@ -362,11 +249,10 @@ static void test_bad_tx_frames_dropped(void **state)
 	tx_post(gso_hdr, f, sizeof(f));			/* offloads never negotiated */
 	tx_post(csum_hdr, f, sizeof(f));
 	/* A header-only descriptor, as a chain of two with nothing after. */
-	desc(1)[60] = (struct virtq_desc){ TXBUF(60), 4, 0, 0 };
-	post(1, 60);
-	D.tx_sent++;
+	drv_post_buf(&G, 1, 60, TXBUF(60), 4, 0);
+	G.sent[1]++;
 	for (int i = 0; i < 5; i++) {
-		assert_true(next_used(1, &e, WAIT_MS));
+		assert_true(drv_next_used(&G, 1, &e, WAIT_MS));
 		assert_int_equal(e.len, 0);
 	}
 	assert_int_equal(host_recv(got, sizeof(got), 200), -1);
@@ -375,7 +261,7 @@ static void test_bad_tx_frames_dropped(void **state)
 	/* The device still works. */
 	tx_post(NULL, f, sizeof(f));
 	assert_int_equal(host_recv(got, sizeof(got), WAIT_MS), sizeof(f));
-	assert_false(reg_read(R_STATUS) & ST_NEEDS_RESET);
+	assert_false(drv_read(&G, R_STATUS) & ST_NEEDS_RESET);
 }
 
 static void test_bad_rx_frames_dropped(void **state)
@@ -398,7 +284,7 @@ static void test_bad_rx_frames_dropped(void **state)
 	{
 		struct virtq_used_elem e;
 
-		assert_true(next_used(0, &e, WAIT_MS));
+		assert_true(drv_next_used(&G, 0, &e, WAIT_MS));
 		assert_int_equal(e.id, 0);
 		assert_int_equal(e.len, 0);
 	}
@@ -417,38 +303,35 @@ static void test_hostile_descriptors(void **state)
 	new_dev(NULL, 0);
 	make_frame(f, sizeof(f), 5);
 	/* TX buffer straddling the end of guest RAM. */
-	desc(1)[0] = (struct virtq_desc){ RAM_SIZE - 8, 64, 0, 0 };
-	post(1, 0);
+	drv_post_buf(&G, 1, 0, RAM_SIZE - 8, 64, 0);
 	usleep(50 * 1000);
-	assert_true(reg_read(R_STATUS) & ST_NEEDS_RESET);
+	assert_true(drv_read(&G, R_STATUS) & ST_NEEDS_RESET);
 	assert_int_equal(host_recv(got, sizeof(got), 100), -1);
 
 	/* After a reset: a descriptor loop on RX, and a length that wraps the address. */
 	driver_init(0);
-	desc(0)[0] = (struct virtq_desc){ RXBUF(0), 100, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 1 };
-	desc(0)[1] = (struct virtq_desc){ RXBUF(1), 100, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 0 };
-	post(0, 0);
+	drv_desc(&G, 0)[0] = (struct virtq_desc){ RXBUF(0), 100, RX_NEXT, 1 };
+	drv_desc(&G, 0)[1] = (struct virtq_desc){ RXBUF(1), 100, RX_NEXT, 0 };
+	drv_post(&G, 0, 0);
 	host_send(f, sizeof(f));
 	usleep(50 * 1000);
-	assert_true(reg_read(R_STATUS) & ST_NEEDS_RESET);
+	assert_true(drv_read(&G, R_STATUS) & ST_NEEDS_RESET);
 
 	driver_init(0);
-	desc(0)[0] = (struct virtq_desc){ UINT64_MAX - 16, 4096, VIRTQ_DESC_F_WRITE, 0 };
-	post(0, 0);
+	drv_post_buf(&G, 0, 0, UINT64_MAX - 16, 4096, VIRTQ_DESC_F_WRITE);
 	host_send(f, sizeof(f));
 	usleep(50 * 1000);
-	assert_true(reg_read(R_STATUS) & ST_NEEDS_RESET);
-	assert_false(next_used(0, &e, 10));
+	assert_true(drv_read(&G, R_STATUS) & ST_NEEDS_RESET);
+	assert_false(drv_next_used(&G, 0, &e, 10));
 
 	/* A readable RX buffer: the device must not write to it (virtq splits it as out). */
 	driver_init(0);
-	desc(0)[0] = (struct virtq_desc){ RXBUF(0), RXLEN, 0, 0 };
-	memset(D.ram + RXBUF(0), 0xaa, 64);
-	post(0, 0);
+	memset(G.ram + RXBUF(0), 0xaa, 64);
+	drv_post_buf(&G, 0, 0, RXBUF(0), RXLEN, 0);
 	host_send(f, sizeof(f));
-	assert_true(next_used(0, &e, WAIT_MS));
+	assert_true(drv_next_used(&G, 0, &e, WAIT_MS));
 	assert_int_equal(e.len, 0);
-	assert_int_equal(D.ram[RXBUF(0)], 0xaa);
+	assert_int_equal(G.ram[RXBUF(0)], 0xaa);
 
 	/* And a clean driver after all that works. */
 	driver_init(4);
@@ -702,35 +585,23 @@ static void test_pause_holds_the_rings(void **state)
 	(void)state;
 	new_dev(NULL, 4);
 	make_frame(f, sizeof(f), 10);
-	virtio_pause(D.d, true);
+	virtio_pause(G.d, true);
 	tx_post(NULL, f, sizeof(f));
 	host_send(f, sizeof(f));
 	usleep(100 * 1000);
 	assert_int_equal(host_recv(got, sizeof(got), 0), -1);
-	assert_int_equal(used(0)[1], 0);
-	assert_int_equal(used(1)[1], 0);
-	virtio_pause(D.d, false);
+	assert_int_equal(drv_used(&G, 0)[1], 0);
+	assert_int_equal(drv_used(&G, 1)[1], 0);
+	virtio_pause(G.d, false);
 	assert_int_equal(host_recv(got, sizeof(got), WAIT_MS), sizeof(f));
 	assert_int_equal(guest_recv(got, WAIT_MS), sizeof(f));
-}
-
-static bool restore_into(struct virtio_dev *d, const struct sbuf *b, char *msg, size_t n)
-{
-	struct sr_error e = { 0 };
-	struct sreader r;
-	bool ok;
-
-	sr_init(&r, b->data, b->len, &e);
-	ok = virtio_restore(d, &r);
-	snprintf(msg, n, "%s", e.msg);
-	return ok;
 }
 
 static void test_snapshot_state(void **state)
 {
 	struct net_params other = { 0 };
 	struct virtio_dev *saved_dev, *fresh;
-	struct drv drv;
+	struct fake_driver before;
 	uint8_t *saved_ram;
 	uint8_t f[64], got[128];
 	struct sbuf b = { 0 };
@@ -742,26 +613,26 @@ static void test_snapshot_state(void **state)
 	make_frame(f, sizeof(f), 11);
 	tx_post(NULL, f, sizeof(f));
 	assert_int_equal(host_recv(got, sizeof(got), WAIT_MS), sizeof(f));
-	virtio_pause(D.d, true);
-	virtio_save(D.d, &b);
+	virtio_pause(G.d, true);
+	virtio_save(G.d, &b);
 	assert_false(b.failed);
-	saved_dev = D.d;
+	saved_dev = G.d;
 	saved_ram = malloc(RAM_SIZE);
-	memcpy(saved_ram, D.ram, RAM_SIZE);
-	drv = D;
+	memcpy(saved_ram, G.ram, RAM_SIZE);
+	before = G;
 
 	/* The same MAC restores into a new device: the rings carry on where they were. */
 	new_dev(NULL, 0);
-	reg_write(R_STATUS, 0);
-	memcpy(D.ram, saved_ram, RAM_SIZE);
-	memcpy(D.avail_idx, drv.avail_idx, sizeof(D.avail_idx));
-	memcpy(D.used_seen, drv.used_seen, sizeof(D.used_seen));
-	D.tx_sent = drv.tx_sent;
+	drv_write(&G, R_STATUS, 0);
+	memcpy(G.ram, saved_ram, RAM_SIZE);
+	memcpy(G.avail_idx, before.avail_idx, sizeof(G.avail_idx));
+	memcpy(G.used_seen, before.used_seen, sizeof(G.used_seen));
+	memcpy(G.sent, before.sent, sizeof(G.sent));
 	free(saved_ram);
-	virtio_pause(D.d, true);
-	assert_true(restore_into(D.d, &b, msg, sizeof(msg)));
-	virtio_pause(D.d, false);
-	assert_int_equal(reg_read(R_STATUS), 1 | 2 | 4 | 8);
+	virtio_pause(G.d, true);
+	assert_true(restore_dev(G.d, &b, msg, sizeof(msg)));
+	virtio_pause(G.d, false);
+	assert_int_equal(drv_read(&G, R_STATUS), 1 | 2 | 4 | 8);
 	tx_post(NULL, f, sizeof(f));
 	assert_int_equal(host_recv(got, sizeof(got), WAIT_MS), sizeof(f));
 	host_send(f, sizeof(f));
@@ -772,11 +643,12 @@ static void test_snapshot_state(void **state)
 	other.mac[5] ^= 1;
 	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
 	other.fd = sv[0];
-	fresh = virtio_net_create(&D.gm, &other, err, sizeof(err));
+	fresh = virtio_net_create(&G.gm, &other, err, sizeof(err));
 	assert_non_null(fresh);
 	all_devs[nr_devs++] = fresh;
-	fresh->raise_irq = irq;
-	assert_false(restore_into(fresh, &b, msg, sizeof(msg)));
+	fresh->raise_irq = drv_irq;
+	fresh->irq_ctx = &G;
+	assert_false(restore_dev(fresh, &b, msg, sizeof(msg)));
 	assert_non_null(strstr(msg, "MAC"));
 	assert_int_equal(fresh->status, 0);
 
@@ -785,7 +657,7 @@ static void test_snapshot_state(void **state)
 		struct sbuf t = { 0 };
 
 		sbuf_put(&t, b.data, b.len - cut);
-		assert_false(restore_into(fresh, &t, msg, sizeof(msg)));
+		assert_false(restore_dev(fresh, &t, msg, sizeof(msg)));
 		sbuf_free(&t);
 	}
 	(void)saved_dev;
@@ -798,24 +670,21 @@ static void test_bad_arguments(void **state)
 	char err[256];
 
 	(void)state;
-	assert_null(virtio_net_create(&D.gm, &p, err, sizeof(err)));
+	assert_null(virtio_net_create(&G.gm, &p, err, sizeof(err)));
 	assert_non_null(strstr(err, "tap name"));
 	p.tap = "a-name-far-too-long-for-ifnamsiz";
-	assert_null(virtio_net_create(&D.gm, &p, err, sizeof(err)));
+	assert_null(virtio_net_create(&G.gm, &p, err, sizeof(err)));
 	p = (struct net_params){ .fd = 1000000 };
-	assert_null(virtio_net_create(&D.gm, &p, err, sizeof(err)));
+	assert_null(virtio_net_create(&G.gm, &p, err, sizeof(err)));
 	p = (struct net_params){ .fd = D.host, .pcap = "/nonexistent-dir/x.pcap", .pcap_max = 1 << 20 };
-	assert_null(virtio_net_create(&D.gm, &p, err, sizeof(err)));
+	assert_null(virtio_net_create(&G.gm, &p, err, sizeof(err)));
 	assert_non_null(strstr(err, "pcap"));
 }
 
 static int group_setup(void **state)
 {
 	(void)state;
-	D.ram = aligned_alloc(4096, RAM_SIZE);
-	D.gm.region[0] = (struct gm_region){ .gpa = 0, .size = RAM_SIZE, .host = D.ram };
-	D.gm.nr = 1;
-	D.gm.total = RAM_SIZE;
+	drv_ram(&G, RAM_SIZE);
 	snprintf(D.dir, sizeof(D.dir), "/tmp/kiln-net-XXXXXX");
 	return mkdtemp(D.dir) ? 0 : -1;
 }
@@ -823,8 +692,8 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
 	(void)state;
-	if (D.d)
-		reg_write(R_STATUS, 0);
+	if (G.d)
+		drv_write(&G, R_STATUS, 0);
 	rmdir(D.dir);
 	return 0;
 }

@@ -4,7 +4,7 @@
  * ASan, register fuzzing, resets during I/O; and the three bugs it found, kept as regression
  * tests: invalid TX chains were not charged to the rate limiter, DRIVER_OK counted without
  * FEATURES_OK, and a socket peer at end of file spun the I/O thread with the device lock held.
- * Reuses the fake guest driver of test_net_dev.c.
+ * Reuses test_net_dev.c and its guest driver (fake_driver.c).
  */
 #define main net_dev_orig_main
 #include "test_net_dev.c"
@@ -15,34 +15,15 @@
 
 static bool wedged;
 
-/* Driver init with a chosen queue size (rings laid out as in test_net_dev.c). */
+/*
+ * Driver init with a chosen queue size.  RAM is wiped before the reset, while the old rings may
+ * still be live, as a guest may do whenever it likes.
+ */
 static void driver_init_sz(unsigned qsz)
 {
-	memset(D.ram, 0, RAM_SIZE);
-	memset(D.avail_idx, 0, sizeof(D.avail_idx));
-	memset(D.used_seen, 0, sizeof(D.used_seen));
-	D.tx_sent = 0;
-	reg_write(R_STATUS, 0);
-	reg_write(R_STATUS, 1 | 2);
-	reg_write(R_DRIVER_FEATURES_SEL, 0);
-	reg_write(R_DRIVER_FEATURES, F_MAC | F_MTU);
-	reg_write(R_DRIVER_FEATURES_SEL, 1);
-	reg_write(R_DRIVER_FEATURES, 1);
-	reg_write(R_STATUS, 1 | 2 | 8);
-	for (unsigned q = 0; q < 2; q++) {
-		reg_write(R_QUEUE_SEL, q);
-		reg_write(R_QUEUE_NUM, qsz);
-		reg_write(R_QUEUE_DESC_LOW, QBASE(q));
-		reg_write(R_QUEUE_DRIVER_LOW, QBASE(q) + 0x4000);
-		reg_write(R_QUEUE_DEVICE_LOW, QBASE(q) + 0x8000);
-		reg_write(R_QUEUE_READY, 1);
-	}
-	reg_write(R_STATUS, 1 | 2 | 8 | 4);
-}
-
-static uint16_t used_idx(unsigned q)
-{
-	return __atomic_load_n(&used(q)[1], __ATOMIC_ACQUIRE);
+	memset(G.ram, 0, RAM_SIZE);
+	drv_write(&G, R_STATUS, 0);
+	drv_start(&G, FEATURES, 2, qsz);
 }
 
 /*
@@ -62,34 +43,30 @@ static void test_invalid_tx_chains_are_rate_limited(void **state)
 	make_frame(f, sizeof(f), 9);
 	/* Control: valid frames are metered. */
 	for (unsigned i = 0; i < QSIZE; i++) {
-		memcpy(D.ram + TXBUF(i) + NET_HDR_SIZE, f, sizeof(f));
-		memset(D.ram + TXBUF(i), 0, NET_HDR_SIZE);
-		desc(1)[i] = (struct virtq_desc){ TXBUF(i), NET_HDR_SIZE + sizeof(f), 0, 0 };
-		avail(1)[2 + D.avail_idx[1] % QSIZE] = i;
-		D.avail_idx[1]++;
+		memcpy(G.ram + TXBUF(i) + NET_HDR_SIZE, f, sizeof(f));
+		memset(G.ram + TXBUF(i), 0, NET_HDR_SIZE);
+		drv_desc(&G, 1)[i] = (struct virtq_desc){ TXBUF(i), NET_HDR_SIZE + sizeof(f), 0, 0 };
+		drv_offer(&G, 1, i);
 	}
-	u0 = used_idx(1);
-	__atomic_store_n(&avail(1)[1], D.avail_idx[1], __ATOMIC_RELEASE);
-	reg_write(R_QUEUE_NOTIFY, 1);
+	u0 = drv_used_idx(&G, 1);
+	drv_kick(&G, 1);
 	usleep(500 * 1000);
 	print_message("valid chains consumed in 0.5 s at tx_pps=10: %u\n",
-		      (uint16_t)(used_idx(1) - u0));
-	assert_true((uint16_t)(used_idx(1) - u0) <= 10);
+		      (uint16_t)(drv_used_idx(&G, 1) - u0));
+	assert_true((uint16_t)(drv_used_idx(&G, 1) - u0) <= 10);
 
 	/* Hostile: the same with invalid (runt) chains, on a fresh device. */
 	new_dev(&p, 0);
 	for (unsigned i = 0; i < QSIZE; i++) {
-		desc(1)[i] = (struct virtq_desc){ TXBUF(i), NET_HDR_SIZE + 2, 0, 0 };
-		avail(1)[2 + D.avail_idx[1] % QSIZE] = i;
-		D.avail_idx[1]++;
+		drv_desc(&G, 1)[i] = (struct virtq_desc){ TXBUF(i), NET_HDR_SIZE + 2, 0, 0 };
+		drv_offer(&G, 1, i);
 	}
-	u0 = used_idx(1);
-	__atomic_store_n(&avail(1)[1], D.avail_idx[1], __ATOMIC_RELEASE);
-	reg_write(R_QUEUE_NOTIFY, 1);
+	u0 = drv_used_idx(&G, 1);
+	drv_kick(&G, 1);
 	usleep(500 * 1000);
 	print_message("invalid chains consumed in 0.5 s at tx_pps=10: %u (tx_dropped %llu)\n",
-		      (uint16_t)(used_idx(1) - u0), (unsigned long long)stats().tx_dropped);
-	assert_true((uint16_t)(used_idx(1) - u0) <= 10);
+		      (uint16_t)(drv_used_idx(&G, 1) - u0), (unsigned long long)stats().tx_dropped);
+	assert_true((uint16_t)(drv_used_idx(&G, 1) - u0) <= 10);
 }
 
 /*
@@ -119,7 +96,7 @@ static void test_hostile_hostile_ring_fuzz(void **state)
 		driver_init_sz(qsz);
 		for (unsigned q = 0; q < 2; q++) {
 			for (unsigned i = 0; i < qsz; i++) {
-				struct virtq_desc *dd = &desc(q)[i];
+				struct virtq_desc *dd = &drv_desc(&G, q)[i];
 				uint32_t r = rnd();
 
 				switch (r % 4) {
@@ -140,12 +117,12 @@ static void test_hostile_hostile_ring_fuzz(void **state)
 				dd->next = (r >> 16) % 8 == 0 ? rnd() : (rnd() % qsz);
 			}
 			for (unsigned i = 0; i < qsz; i++)
-				avail(q)[2 + i] = rnd() % 16 == 0 ? rnd() : rnd() % qsz;
-			avail(q)[0] = rnd() & 1;
+				drv_avail(&G, q)[2 + i] = rnd() % 16 == 0 ? rnd() : rnd() % qsz;
+			drv_avail(&G, q)[0] = rnd() & 1;
 			uint16_t idx = rnd() % 8 == 0 ? rnd() : rnd() % (qsz + 1);
 
-			__atomic_store_n(&avail(q)[1], idx, __ATOMIC_RELEASE);
-			reg_write(R_QUEUE_NOTIFY, q);
+			__atomic_store_n(&drv_avail(&G, q)[1], idx, __ATOMIC_RELEASE);
+			drv_write(&G, R_QUEUE_NOTIFY, q);
 		}
 		for (unsigned k = rnd() % 4; k; k--) {
 			uint32_t l = rnd() % (NET_MAX_FRAME + 4);
@@ -155,7 +132,7 @@ static void test_hostile_hostile_ring_fuzz(void **state)
 		}
 		usleep(1000 + rnd() % 2000);
 		/* The device answers MMIO (not wedged). */
-		(void)reg_read(R_STATUS);
+		(void)drv_read(&G, R_STATUS);
 	}
 	{
 		struct net_stats st = stats();
@@ -165,7 +142,7 @@ static void test_hostile_hostile_ring_fuzz(void **state)
 			      (unsigned long long)st.tx_dropped, (unsigned long long)st.tx_errors,
 			      (unsigned long long)st.rx_frames, (unsigned long long)st.rx_dropped);
 	}
-	reg_write(R_STATUS, 0);
+	drv_write(&G, R_STATUS, 0);
 	/* Drain what the socket still holds. */
 	while (recv(D.host, big, sizeof(big), MSG_DONTWAIT) > 0)
 		;
@@ -189,33 +166,33 @@ static void test_hostile_registers(void **state)
 	for (unsigned off = 0; off < 20; off++)
 		for (unsigned len = 1; len <= 8; len++) {
 			memset(buf, 0xaa, sizeof(buf));
-			virtio_mmio_read(D.d, R_CONFIG + off, buf, len);
+			virtio_mmio_read(G.d, R_CONFIG + off, buf, len);
 			if (off + len > 12)
 				for (unsigned i = 0; i < len; i++)
 					assert_int_equal(buf[i], 0);
 		}
-	virtio_mmio_read(D.d, UINT64_MAX, buf, 8);
+	virtio_mmio_read(G.d, UINT64_MAX, buf, 8);
 	/* QueueSel out of range, QueueNum over max and not a power of two. */
-	reg_write(R_STATUS, 0);
-	reg_write(R_QUEUE_SEL, 0xffffffff);
-	reg_write(R_QUEUE_NUM, 64);
-	reg_write(R_QUEUE_READY, 1);
-	reg_write(R_QUEUE_SEL, 0);
-	reg_write(R_QUEUE_NUM, 512);
-	reg_write(R_QUEUE_READY, 1);
-	assert_int_equal(reg_read(R_QUEUE_READY), 0);
-	reg_write(R_STATUS, 0);
-	reg_write(R_QUEUE_NUM, 48);
-	reg_write(R_QUEUE_READY, 1);
-	assert_int_equal(reg_read(R_QUEUE_READY), 0);
+	drv_write(&G, R_STATUS, 0);
+	drv_write(&G, R_QUEUE_SEL, 0xffffffff);
+	drv_write(&G, R_QUEUE_NUM, 64);
+	drv_write(&G, R_QUEUE_READY, 1);
+	drv_write(&G, R_QUEUE_SEL, 0);
+	drv_write(&G, R_QUEUE_NUM, 512);
+	drv_write(&G, R_QUEUE_READY, 1);
+	assert_int_equal(drv_read(&G, R_QUEUE_READY), 0);
+	drv_write(&G, R_STATUS, 0);
+	drv_write(&G, R_QUEUE_NUM, 48);
+	drv_write(&G, R_QUEUE_READY, 1);
+	assert_int_equal(drv_read(&G, R_QUEUE_READY), 0);
 	/* Rings ending past RAM. */
-	reg_write(R_STATUS, 0);
-	reg_write(R_QUEUE_NUM, 256);
-	reg_write(R_QUEUE_DESC_LOW, RAM_SIZE - 4096 + 16);
-	reg_write(R_QUEUE_READY, 1);
-	assert_int_equal(reg_read(R_QUEUE_READY), 0);
-	reg_write(R_QUEUE_NOTIFY, 0xffffffff);
-	reg_write(R_STATUS, 0);
+	drv_write(&G, R_STATUS, 0);
+	drv_write(&G, R_QUEUE_NUM, 256);
+	drv_write(&G, R_QUEUE_DESC_LOW, RAM_SIZE - 4096 + 16);
+	drv_write(&G, R_QUEUE_READY, 1);
+	assert_int_equal(drv_read(&G, R_QUEUE_READY), 0);
+	drv_write(&G, R_QUEUE_NOTIFY, 0xffffffff);
+	drv_write(&G, R_STATUS, 0);
 }
 
 
@@ -233,9 +210,9 @@ static void test_hostile_snapshot_mutation(void **state)
 	(void)state;
 	new_dev(NULL, 4);
 	make_frame(f, sizeof(f), 3);
-	virtio_pause(D.d, true);
-	virtio_save(D.d, &b);
-	virtio_pause(D.d, false);
+	virtio_pause(G.d, true);
+	virtio_save(G.d, &b);
+	virtio_pause(G.d, false);
 	for (unsigned it = 0; it < 3000; it++) {
 		struct sbuf t = { 0 };
 		size_t len = b.len;
@@ -254,12 +231,12 @@ static void test_hostile_snapshot_mutation(void **state)
 		if (rnd() % 8 == 0)
 			len = rnd() % b.len;
 		t.len = len;
-		virtio_pause(D.d, true);
-		if (restore_into(D.d, &t, msg, sizeof(msg)))
+		virtio_pause(G.d, true);
+		if (restore_dev(G.d, &t, msg, sizeof(msg)))
 			accepted++;
-		virtio_pause(D.d, false);
-		reg_write(R_QUEUE_NOTIFY, 0);
-		reg_write(R_QUEUE_NOTIFY, 1);
+		virtio_pause(G.d, false);
+		drv_write(&G, R_QUEUE_NOTIFY, 0);
+		drv_write(&G, R_QUEUE_NOTIFY, 1);
 		if (it % 16 == 0) {
 			send(D.host, f, sizeof(f), MSG_DONTWAIT);
 			usleep(500);
@@ -267,7 +244,7 @@ static void test_hostile_snapshot_mutation(void **state)
 		sbuf_free(&t);
 	}
 	print_message("mutated states accepted: %u of 3000\n", accepted);
-	reg_write(R_STATUS, 0);
+	drv_write(&G, R_STATUS, 0);
 	while (recv(D.host, msg, sizeof(msg), MSG_DONTWAIT) > 0)
 		;
 	sbuf_free(&b);
@@ -284,29 +261,29 @@ static void test_hostile_reset_during_io(void **state)
 	for (unsigned it = 0; it < 300; it++) {
 		driver_init_sz(64);
 		for (uint16_t i = 0; i < 32; i++) {
-			desc(0)[i] = (struct virtq_desc){ RXBUF(i), RXLEN, VIRTQ_DESC_F_WRITE, 0 };
-			avail(0)[2 + i] = i;
-			desc(1)[32 + i] = (struct virtq_desc){ TXBUF(i), NET_HDR_SIZE + 60 + i, 0, 0 };
-			avail(1)[2 + i] = 32 + i;
+			drv_desc(&G, 0)[i] = (struct virtq_desc){ RXBUF(i), RXLEN, VIRTQ_DESC_F_WRITE, 0 };
+			drv_avail(&G, 0)[2 + i] = i;
+			drv_desc(&G, 1)[32 + i] = (struct virtq_desc){ TXBUF(i), NET_HDR_SIZE + 60 + i, 0, 0 };
+			drv_avail(&G, 1)[2 + i] = 32 + i;
 		}
-		__atomic_store_n(&avail(0)[1], 32, __ATOMIC_RELEASE);
-		__atomic_store_n(&avail(1)[1], 32, __ATOMIC_RELEASE);
+		__atomic_store_n(&drv_avail(&G, 0)[1], 32, __ATOMIC_RELEASE);
+		__atomic_store_n(&drv_avail(&G, 1)[1], 32, __ATOMIC_RELEASE);
 		for (unsigned k = 0; k < 8; k++)
 			send(D.host, f, 60 + rnd() % (NET_MAX_FRAME - 60), MSG_DONTWAIT);
-		reg_write(R_QUEUE_NOTIFY, 1);
-		reg_write(R_QUEUE_NOTIFY, 0);
+		drv_write(&G, R_QUEUE_NOTIFY, 1);
+		drv_write(&G, R_QUEUE_NOTIFY, 0);
 		usleep(rnd() % 300);
 		switch (rnd() % 4) {
-		case 0: reg_write(R_STATUS, 0); break;
-		case 1: reg_write(R_QUEUE_SEL, rnd() & 1); reg_write(R_QUEUE_READY, 0);
-			reg_write(R_QUEUE_NUM, 256); reg_write(R_QUEUE_READY, 1); break;
-		case 2: virtio_pause(D.d, true); virtio_pause(D.d, false); break;
+		case 0: drv_write(&G, R_STATUS, 0); break;
+		case 1: drv_write(&G, R_QUEUE_SEL, rnd() & 1); drv_write(&G, R_QUEUE_READY, 0);
+			drv_write(&G, R_QUEUE_NUM, 256); drv_write(&G, R_QUEUE_READY, 1); break;
+		case 2: virtio_pause(G.d, true); virtio_pause(G.d, false); break;
 		default: break;
 		}
 		while (recv(D.host, f, sizeof(f), MSG_DONTWAIT) > 0)
 			;
 	}
-	reg_write(R_STATUS, 0);
+	drv_write(&G, R_STATUS, 0);
 }
 
 
@@ -321,24 +298,11 @@ static void test_no_traffic_without_features_ok(void **state)
 
 	(void)state;
 	new_dev(NULL, 0);
-	reg_write(R_STATUS, 0);
-	reg_write(R_STATUS, 1 | 2);
-	reg_write(R_DRIVER_FEATURES_SEL, 0);
-	reg_write(R_DRIVER_FEATURES, F_MAC | 1 /* CSUM, never offered */);
-	reg_write(R_STATUS, 1 | 2 | 8);
-	assert_false(reg_read(R_STATUS) & 8);		/* refused, as designed */
-	for (unsigned q = 0; q < 2; q++) {
-		reg_write(R_QUEUE_SEL, q);
-		reg_write(R_QUEUE_NUM, QSIZE);
-		reg_write(R_QUEUE_DESC_LOW, QBASE(q));
-		reg_write(R_QUEUE_DRIVER_LOW, QBASE(q) + 0x4000);
-		reg_write(R_QUEUE_DEVICE_LOW, QBASE(q) + 0x8000);
-		reg_write(R_QUEUE_READY, 1);
-	}
-	reg_write(R_STATUS, 1 | 2 | 4);			/* DRIVER_OK, no FEATURES_OK */
-	memset(D.avail_idx, 0, sizeof(D.avail_idx));
-	memset(D.used_seen, 0, sizeof(D.used_seen));
-	D.tx_sent = 0;
+	drv_reset(&G);
+	/* CSUM, never offered: refused, as designed. */
+	assert_false(drv_features(&G, F_MAC | 1));
+	drv_queues(&G, 2, QSIZE);
+	drv_write(&G, R_STATUS, 1 | 2 | 4);			/* DRIVER_OK, no FEATURES_OK */
 	make_frame(f, sizeof(f), 8);
 	tx_post(NULL, f, sizeof(f));
 	/* Expected: a device whose feature negotiation failed moves no frames. */
@@ -357,7 +321,7 @@ static volatile int mmio_done;
 static void *mmio_reader(void *arg)
 {
 	(void)arg;
-	(void)reg_read(R_STATUS);
+	(void)drv_read(&G, R_STATUS);
 	mmio_done = 1;
 	return NULL;
 }

@@ -22,22 +22,11 @@
 #include "../../src/vmm/snapshot/files.h"
 #include "../../src/vmm/snapshot/format.h"
 #include "../../src/vmm/virtio/devices.h"
+#include "fake_driver.h"
 
 #define RAM_SIZE	(1 << 20)
 #define QSIZE		16
-#define QBASE		0x10000
-
-/* virtio-mmio registers (virtio 1.2 4.2.2) */
-#define R_DRIVER_FEATURES	0x020
-#define R_DRIVER_FEATURES_SEL	0x024
-#define R_QUEUE_SEL		0x030
-#define R_QUEUE_NUM		0x038
-#define R_QUEUE_READY		0x044
-#define R_QUEUE_NOTIFY		0x050
-#define R_STATUS		0x070
-#define R_QUEUE_DESC_LOW	0x080
-#define R_QUEUE_DRIVER_LOW	0x090
-#define R_QUEUE_DEVICE_LOW	0x0a0
+#define QBASE		DRV_QBASE(0)
 
 /* Offsets in a saved virtio transport with one queue (mmio.c, virtio_save). */
 #define V_DRIVER_FEATURES	12
@@ -61,23 +50,10 @@ static void *keep(void *p)
 
 /* ---- helpers ---- */
 
-struct ram {
-	uint8_t *p;
-	struct guest_mem gm;
-};
-
-static void ram_init(struct ram *r, uint64_t size)
+static void ram_init(struct fake_driver *g, uint64_t size)
 {
-	r->p = keep(calloc(1, size));
-	memset(&r->gm, 0, sizeof(r->gm));
-	r->gm.region[0] = (struct gm_region){ .gpa = 0, .size = size, .host = r->p };
-	r->gm.nr = 1;
-	r->gm.total = size;
-}
-
-static void no_irq(void *ctx, unsigned irq)
-{
-	(void)ctx, (void)irq;
+	drv_ram(g, size);
+	keep(g->ram);
 }
 
 static void no_line(void *ctx, int level)
@@ -90,42 +66,20 @@ static void no_reset(void *ctx)
 	(void)ctx;
 }
 
-static void reg_write(struct virtio_dev *d, uint64_t off, uint32_t v)
+static struct virtio_dev *rng(struct fake_driver *g)
 {
-	virtio_mmio_write(d, off, &v, 4);
-}
+	struct virtio_dev *d = keep(virtio_rng_create(&g->gm));
 
-static struct virtio_dev *rng(struct ram *r)
-{
-	struct virtio_dev *d = keep(virtio_rng_create(&r->gm));
-
-	d->raise_irq = no_irq;
+	drv_attach(g, d);
 	return d;
 }
 
 /* Drive the rng like Linux does, and have it serve two requests so the indices move. */
-static void rng_drive(struct virtio_dev *d, struct ram *r)
+static void rng_drive(struct fake_driver *g)
 {
-	struct virtq_desc *desc = (struct virtq_desc *)(r->p + QBASE);
-	uint16_t *avail = (uint16_t *)(r->p + QBASE + 0x1000);
-
-	reg_write(d, R_STATUS, 1 | 2);
-	reg_write(d, R_DRIVER_FEATURES_SEL, 1);
-	reg_write(d, R_DRIVER_FEATURES, 1);		/* VIRTIO_F_VERSION_1 */
-	reg_write(d, R_STATUS, 1 | 2 | 8);
-	reg_write(d, R_QUEUE_SEL, 0);
-	reg_write(d, R_QUEUE_NUM, QSIZE);
-	reg_write(d, R_QUEUE_DESC_LOW, QBASE);
-	reg_write(d, R_QUEUE_DRIVER_LOW, QBASE + 0x1000);
-	reg_write(d, R_QUEUE_DEVICE_LOW, QBASE + 0x2000);
-	reg_write(d, R_QUEUE_READY, 1);
-	reg_write(d, R_STATUS, 1 | 2 | 8 | 4);
-	for (uint16_t i = 0; i < 2; i++) {
-		desc[i] = (struct virtq_desc){ 0x40000 + i * 64, 64, VIRTQ_DESC_F_WRITE, 0 };
-		avail[2 + i] = i;
-		avail[1] = i + 1;
-		reg_write(d, R_QUEUE_NOTIFY, 0);
-	}
+	drv_init(g, F_VERSION_1, 1, QSIZE);
+	for (uint16_t i = 0; i < 2; i++)
+		drv_post_buf(g, 0, i, 0x40000 + i * 64, 64, VIRTQ_DESC_F_WRITE);
 }
 
 static struct sbuf save_virtio(struct virtio_dev *d)
@@ -137,23 +91,11 @@ static struct sbuf save_virtio(struct virtio_dev *d)
 	return b;
 }
 
-static bool restore_virtio(struct virtio_dev *d, const struct sbuf *b, char *msg, size_t n)
-{
-	struct sr_error e = { 0 };
-	struct sreader r;
-	bool ok;
-
-	sr_init(&r, b->data, b->len, &e);
-	ok = virtio_restore(d, &r);
-	snprintf(msg, n, "%s", e.msg);
-	return ok;
-}
-
 static void expect_virtio_refused(struct virtio_dev *d, const struct sbuf *b, const char *want)
 {
 	char msg[200];
 
-	assert_false(restore_virtio(d, b, msg, sizeof(msg)));
+	assert_false(restore_dev(d, b, msg, sizeof(msg)));
 	if (!strstr(msg, want))
 		fail_msg("expected '%s' in: %s", want, msg);
 }
@@ -172,7 +114,7 @@ static void put64(struct sbuf *b, size_t off, uint64_t v)
 
 static void test_virtio_round_trip(void **state)
 {
-	struct ram r1, r2;
+	struct fake_driver r1, r2;
 	struct virtio_dev *a, *b;
 	struct sbuf saved;
 	char msg[200];
@@ -180,15 +122,15 @@ static void test_virtio_round_trip(void **state)
 	(void)state;
 	ram_init(&r1, RAM_SIZE);
 	a = rng(&r1);
-	rng_drive(a, &r1);
+	rng_drive(&r1);
 	assert_int_equal(a->vq[0].last_avail, 2);
 	assert_int_equal(a->vq[0].used_idx, 2);
 	saved = save_virtio(a);
 
 	ram_init(&r2, RAM_SIZE);
-	memcpy(r2.p, r1.p, RAM_SIZE);		/* as the memory file brings RAM back */
+	memcpy(r2.ram, r1.ram, RAM_SIZE);		/* as the memory file brings RAM back */
 	b = rng(&r2);
-	assert_true(restore_virtio(b, &saved, msg, sizeof(msg)));
+	assert_true(restore_dev(b, &saved, msg, sizeof(msg)));
 	assert_int_equal(b->status, a->status);
 	assert_int_equal(b->driver_features, a->driver_features);
 	assert_true(b->vq[0].ready);
@@ -197,20 +139,20 @@ static void test_virtio_round_trip(void **state)
 	assert_int_equal(b->vq[0].last_avail, 2);
 	assert_int_equal(b->vq[0].used_idx, 2);
 	/* Host pointers are this process's, recomputed from the addresses. */
-	assert_ptr_equal(b->vq[0].desc, r2.p + QBASE);
+	assert_ptr_equal(b->vq[0].desc, r2.ram + QBASE);
 	sbuf_free(&saved);
 }
 
 static void test_virtio_refuses_lies(void **state)
 {
-	struct ram r1, small;
+	struct fake_driver r1, small;
 	struct virtio_dev *a, *b, *tiny;
 	struct sbuf saved, bad;
 
 	(void)state;
 	ram_init(&r1, RAM_SIZE);
 	a = rng(&r1);
-	rng_drive(a, &r1);
+	rng_drive(&r1);
 	saved = save_virtio(a);
 	b = rng(&r1);
 #define BAD(patch, want) do {							\
@@ -258,7 +200,7 @@ static int make_disk(const char *name, size_t size, char *path, size_t n)
 
 static void test_blk_checks_its_capacity(void **state)
 {
-	struct ram r;
+	struct fake_driver r;
 	char p1[128], p2[128], p3[128], err[200];
 	struct virtio_dev *a, *bigger, *ro;
 	struct sbuf saved;
@@ -270,7 +212,7 @@ static void test_blk_checks_its_capacity(void **state)
 	make_disk("c.img", 1 << 20, p3, sizeof(p3));
 	a = keep(virtio_blk_create(&r.gm, p1, false, "a", err, sizeof(err)));
 	assert_non_null(a);
-	a->raise_irq = no_irq;
+	drv_attach(&r, a);
 	saved = save_virtio(a);
 	/* The guest's driver knows the capacity and the read-only flag: both must match. */
 	bigger = keep(virtio_blk_create(&r.gm, p2, false, "b", err, sizeof(err)));
@@ -285,7 +227,7 @@ static void test_blk_checks_its_capacity(void **state)
 /* A device without state of its own must have saved none. */
 static void test_rng_has_no_state_of_its_own(void **state)
 {
-	struct ram r;
+	struct fake_driver r;
 	struct virtio_dev *a;
 	struct sbuf saved;
 
@@ -418,20 +360,20 @@ static uint64_t allocated(const char *path)
 
 static void test_memory_file_is_sparse(void **state)
 {
-	struct ram r;
+	struct fake_driver r;
 	char path[128], err[200];
 	uint8_t *back = malloc(RAM_SIZE);
 	int fd;
 
 	(void)state;
 	ram_init(&r, RAM_SIZE);
-	memset(r.p + 0x3000, 0xaa, 0x2000);		/* two pages of data */
-	r.p[RAM_SIZE - 1] = 1;				/* and the last byte */
+	memset(r.ram + 0x3000, 0xaa, 0x2000);		/* two pages of data */
+	r.ram[RAM_SIZE - 1] = 1;				/* and the last byte */
 	snprintf(path, sizeof(path), "%s/memory", tmpdir);
 	assert_int_equal(snap_write_memory(&r.gm, path, err, sizeof(err)), 0);
 	fd = open(path, O_RDONLY);
 	assert_int_equal(pread(fd, back, RAM_SIZE, 0), RAM_SIZE);
-	assert_memory_equal(back, r.p, RAM_SIZE);
+	assert_memory_equal(back, r.ram, RAM_SIZE);
 	/* Holes before, between and after; the filesystem may round up to its block size. */
 	assert_int_equal(lseek(fd, 0, SEEK_DATA), 0x3000);
 	assert_int_equal(lseek(fd, 0x3000, SEEK_HOLE), 0x5000);

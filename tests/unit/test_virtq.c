@@ -13,6 +13,7 @@
 
 #include "../../src/vmm/guest_mem.h"
 #include "../../src/vmm/virtio/queue.h"
+#include "fake_driver.h"
 
 #define RAM_SIZE	(1 << 20)
 #define QSIZE		8
@@ -31,10 +32,7 @@ static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 
-	f->ram = calloc(1, RAM_SIZE);
-	f->gm.region[0] = (struct gm_region){ .gpa = 0, .size = RAM_SIZE, .host = f->ram };
-	f->gm.nr = 1;
-	f->gm.total = RAM_SIZE;
+	f->ram = fake_ram(&f->gm, RAM_SIZE);
 	f->vq.size = QSIZE;
 	f->vq.desc_gpa = DESC_GPA;
 	f->vq.avail_gpa = AVAIL_GPA;

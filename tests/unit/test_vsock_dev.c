@@ -1,9 +1,9 @@
 /*
  * test_vsock_dev.c - the virtio-vsock device end to end without a VM: this file plays the guest
- * driver (rings in a fake guest RAM, registers through the real MMIO transport) and the host
- * programs (real unix sockets), and checks the protocol on both sides: connects both ways,
- * refusals and timeouts, half-close and teardown, credit in both directions, resets, the
- * connection cap, and a guest that lies (spoofed CIDs, bogus ops, overrun credit).
+ * driver (fake_driver.c: rings in a fake guest RAM, registers through the real MMIO transport)
+ * and the host programs (real unix sockets), and checks the protocol on both sides: connects
+ * both ways, refusals and timeouts, half-close and teardown, credit in both directions, resets,
+ * the connection cap, and a guest that lies (spoofed CIDs, bogus ops, overrun credit).
  *
  * One device serves every test; each test starts with a driver reset, which must drop whatever
  * the previous test left open.
@@ -27,10 +27,10 @@
 
 #include "../../src/vmm/virtio/devices.h"
 #include "../../src/vmm/virtio/vsock_pkt.h"
+#include "fake_driver.h"
 
 #define RAM_SIZE	(16 << 20)
 #define QSIZE		64
-#define QBASE(q)	(0x10000 + (q) * 0x10000)
 #define RXBUF(i)	(0x100000 + (i) * 0x2000)
 #define RXLEN		4096
 #define TXBUF(i)	(0x200000 + (i) * 0x11000)
@@ -39,146 +39,31 @@
 #define GUEST_BUF	(256 * 1024)
 #define WAIT_MS		3000
 
-/* virtio-mmio registers (virtio 1.2 4.2.2) */
-#define R_DRIVER_FEATURES	0x020
-#define R_DRIVER_FEATURES_SEL	0x024
-#define R_QUEUE_SEL		0x030
-#define R_QUEUE_NUM		0x038
-#define R_QUEUE_READY		0x044
-#define R_QUEUE_NOTIFY		0x050
-#define R_STATUS		0x070
-#define R_QUEUE_DESC_LOW	0x080
-#define R_QUEUE_DRIVER_LOW	0x090
-#define R_QUEUE_DEVICE_LOW	0x0a0
-#define R_CONFIG		0x100
-
-struct drv {
-	uint8_t *ram;
-	struct guest_mem gm;
-	struct virtio_dev *d;
+static struct fake_driver G;		/* the guest's side */
+static struct {
 	char dir[64], path[128];
-	uint16_t avail_idx[3], used_seen[3];
-	unsigned tx_sent;
-	unsigned irqs;
-};
-
-static struct drv D;
-
-/* ---- a minimal virtio driver ---- */
-
-static void irq(void *ctx, unsigned line)
-{
-	(void)ctx, (void)line;
-	__atomic_add_fetch(&D.irqs, 1, __ATOMIC_RELAXED);
-}
-
-static void reg_write(uint64_t off, uint32_t v)
-{
-	virtio_mmio_write(D.d, off, &v, 4);
-}
-
-static uint32_t reg_read(uint64_t off)
-{
-	uint32_t v;
-
-	virtio_mmio_read(D.d, off, &v, 4);
-	return v;
-}
-
-static struct virtq_desc *desc(unsigned q)
-{
-	return (struct virtq_desc *)(D.ram + QBASE(q));
-}
-
-static uint16_t *avail(unsigned q)
-{
-	return (uint16_t *)(D.ram + QBASE(q) + 0x4000);
-}
-
-static uint16_t *used(unsigned q)
-{
-	return (uint16_t *)(D.ram + QBASE(q) + 0x8000);
-}
-
-static void post(unsigned q, uint16_t head)
-{
-	avail(q)[2 + D.avail_idx[q] % QSIZE] = head;
-	D.avail_idx[q]++;
-	__atomic_store_n(&avail(q)[1], D.avail_idx[q], __ATOMIC_RELEASE);
-	reg_write(R_QUEUE_NOTIFY, q);
-}
+} D;
 
 static void rx_post(uint16_t i)
 {
-	desc(0)[i] = (struct virtq_desc){ RXBUF(i), RXLEN, VIRTQ_DESC_F_WRITE, 0 };
-	post(0, i);
+	drv_post_buf(&G, 0, i, RXBUF(i), RXLEN, VIRTQ_DESC_F_WRITE);
 }
 
 static void driver_init(void)
 {
-	reg_write(R_STATUS, 0);
-	memset(D.ram, 0, RAM_SIZE);
-	memset(D.avail_idx, 0, sizeof(D.avail_idx));
-	memset(D.used_seen, 0, sizeof(D.used_seen));
-	D.tx_sent = 0;
-	reg_write(R_STATUS, 1 | 2);
-	reg_write(R_DRIVER_FEATURES_SEL, 1);
-	reg_write(R_DRIVER_FEATURES, 1);		/* VIRTIO_F_VERSION_1 */
-	reg_write(R_STATUS, 1 | 2 | 8);
-	assert_true(reg_read(R_STATUS) & 8);
-	for (unsigned q = 0; q < 3; q++) {
-		reg_write(R_QUEUE_SEL, q);
-		reg_write(R_QUEUE_NUM, QSIZE);
-		reg_write(R_QUEUE_DESC_LOW, QBASE(q));
-		reg_write(R_QUEUE_DRIVER_LOW, QBASE(q) + 0x4000);
-		reg_write(R_QUEUE_DEVICE_LOW, QBASE(q) + 0x8000);
-		reg_write(R_QUEUE_READY, 1);
-	}
-	reg_write(R_STATUS, 1 | 2 | 8 | 4);
+	drv_init(&G, F_VERSION_1, 3, QSIZE);
 	for (uint16_t i = 0; i < QSIZE; i++)
 		rx_post(i);
-	for (uint16_t i = 0; i < 4; i++) {
-		desc(2)[i] = (struct virtq_desc){ EVBUF(i), 4, VIRTQ_DESC_F_WRITE, 0 };
-		post(2, i);
-	}
-}
-
-static long ms_since(const struct timespec *t0)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
-}
-
-/* Wait for the next used element of queue q; false after ms. */
-static bool next_used(unsigned q, struct virtq_used_elem *e, long ms)
-{
-	struct timespec t0;
-
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (__atomic_load_n(&used(q)[1], __ATOMIC_ACQUIRE) == D.used_seen[q]) {
-		if (ms_since(&t0) > ms)
-			return false;
-		usleep(200);
-	}
-	memcpy(e, (uint8_t *)used(q) + 4 + 8 * (D.used_seen[q] % QSIZE), sizeof(*e));
-	D.used_seen[q]++;
-	return true;
+	for (uint16_t i = 0; i < 4; i++)
+		drv_post_buf(&G, 2, i, EVBUF(i), 4, VIRTQ_DESC_F_WRITE);
 }
 
 static void tx_raw(const void *bytes, uint32_t len)
 {
-	uint16_t slot = D.tx_sent % QSIZE;
-	struct virtq_used_elem e;
+	uint16_t slot = drv_next_slot(&G, 1, WAIT_MS);
 
-	/* Keep at most QSIZE in flight: reclaim TX buffers the device returned. */
-	while ((uint16_t)(D.tx_sent - D.used_seen[1]) >= QSIZE)
-		assert_true(next_used(1, &e, WAIT_MS));
-	memcpy(D.ram + TXBUF(slot), bytes, len);
-	desc(1)[slot] = (struct virtq_desc){ TXBUF(slot), len, 0, 0 };
-	D.tx_sent++;
-	post(1, slot);
+	memcpy(G.ram + TXBUF(slot), bytes, len);
+	drv_post_buf(&G, 1, slot, TXBUF(slot), len, 0);
 }
 
 static struct vsock_hdr hdr(uint16_t op, uint32_t src_port, uint32_t dst_port)
@@ -211,16 +96,16 @@ static bool rx(struct vsock_hdr *h, void *payload, long ms)
 {
 	struct virtq_used_elem e;
 
-	if (!next_used(0, &e, ms))
+	if (!drv_next_used(&G, 0, &e, ms))
 		return false;
 	assert_true(e.id < QSIZE);
 	assert_true(e.len >= VSOCK_HDR_SIZE && e.len <= RXLEN);
-	memcpy(h, D.ram + RXBUF(e.id), sizeof(*h));
+	memcpy(h, G.ram + RXBUF(e.id), sizeof(*h));
 	assert_int_equal(e.len, VSOCK_HDR_SIZE + h->len);
 	assert_int_equal(h->dst_cid, CID);
 	assert_int_equal(h->type, VSOCK_TYPE_STREAM);
 	if (payload)
-		memcpy(payload, D.ram + RXBUF(e.id) + VSOCK_HDR_SIZE, h->len);
+		memcpy(payload, G.ram + RXBUF(e.id) + VSOCK_HDR_SIZE, h->len);
 	rx_post(e.id);
 	return true;
 }
@@ -349,24 +234,21 @@ static int guest_connect(int lfd, uint32_t guest_port, uint32_t port)
 
 static int group_setup(void **state)
 {
+	struct virtio_dev *d;
 	char err[256];
 
 	(void)state;
-	D.ram = aligned_alloc(4096, RAM_SIZE);
-	D.gm.region[0] = (struct gm_region){ .gpa = 0, .size = RAM_SIZE, .host = D.ram };
-	D.gm.nr = 1;
-	D.gm.total = RAM_SIZE;
+	drv_ram(&G, RAM_SIZE);
 	snprintf(D.dir, sizeof(D.dir), "/tmp/kiln-vsock-XXXXXX");
 	if (!mkdtemp(D.dir))
 		return -1;
 	snprintf(D.path, sizeof(D.path), "%s/v.sock", D.dir);
-	D.d = virtio_vsock_create(&D.gm, CID, D.path, err, sizeof(err));
-	if (!D.d) {
+	d = virtio_vsock_create(&G.gm, CID, D.path, err, sizeof(err));
+	if (!d) {
 		fprintf(stderr, "%s\n", err);
 		return -1;
 	}
-	D.d->raise_irq = irq;
-	D.d->irq = 5;
+	drv_attach(&G, d);
 	return 0;
 }
 
@@ -394,9 +276,9 @@ static void test_config_space(void **state)
 	uint64_t cid = 0;
 
 	(void)state;
-	virtio_mmio_read(D.d, R_CONFIG, &cid, 8);
+	virtio_mmio_read(G.d, R_CONFIG, &cid, 8);
 	assert_int_equal(cid, CID);
-	assert_int_equal(reg_read(0x008), VIRTIO_ID_VSOCK);
+	assert_int_equal(drv_read(&G, R_DEVICE_ID), VIRTIO_ID_VSOCK);
 }
 
 static void test_guest_connect_nobody_listens(void **state)
@@ -809,10 +691,10 @@ static void test_transport_reset_event(void **state)
 	int fd = host_connect(6006, &hp);
 
 	(void)state;
-	assert_int_equal(virtio_vsock_transport_reset(D.d), 0);
-	assert_true(next_used(2, &e, WAIT_MS));
+	assert_int_equal(virtio_vsock_transport_reset(G.d), 0);
+	assert_true(drv_next_used(&G, 2, &e, WAIT_MS));
 	assert_int_equal(e.len, 4);
-	memcpy(&id, D.ram + EVBUF(e.id), 4);
+	memcpy(&id, G.ram + EVBUF(e.id), 4);
 	assert_int_equal(id, VSOCK_EVENT_TRANSPORT_RESET);
 	host_expect_eof(fd);
 	close(fd);
@@ -833,18 +715,18 @@ static void test_pause_holds_the_rings(void **state)
 	int fd;
 
 	(void)state;
-	virtio_pause(D.d, true);
+	virtio_pause(G.d, true);
 	tx_op(VSOCK_OP_REQUEST, 7001, 9999);		/* nobody listens at PATH_9999 */
 	usleep(300 * 1000);
-	assert_int_equal(__atomic_load_n(&used(1)[1], __ATOMIC_ACQUIRE), D.used_seen[1]);
-	virtio_pause(D.d, false);
+	assert_int_equal(drv_used_idx(&G, 1), G.used_seen[1]);
+	virtio_pause(G.d, false);
 	rx_expect(VSOCK_OP_RST, 9999, 7001);
 
-	virtio_pause(D.d, true);
+	virtio_pause(G.d, true);
 	fd = host_client();
 	host_write(fd, "CONNECT 6010\n", 13);
 	rx_nothing(2500);
-	virtio_pause(D.d, false);
+	virtio_pause(G.d, false);
 	h = rx_expect(VSOCK_OP_REQUEST, UINT32_MAX, 6010);
 	tx_op(VSOCK_OP_RESPONSE, 6010, h.src_port);
 	snprintf(line, sizeof(line), "OK %u\n", h.src_port);
@@ -935,18 +817,18 @@ static void test_stale_socket_and_bad_arguments(void **state)
 	fd = socket(AF_UNIX, SOCK_STREAM, 0);
 	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	close(fd);
-	assert_non_null(virtio_vsock_create(&D.gm, 9, path, err, sizeof(err)));
+	assert_non_null(virtio_vsock_create(&G.gm, 9, path, err, sizeof(err)));
 	/* A live one, or a file that is not a socket, is refused. */
-	assert_null(virtio_vsock_create(&D.gm, 9, path, err, sizeof(err)));
+	assert_null(virtio_vsock_create(&G.gm, 9, path, err, sizeof(err)));
 	assert_non_null(strstr(err, "listens"));
-	assert_null(virtio_vsock_create(&D.gm, 9, "/etc/passwd", err, sizeof(err)));
+	assert_null(virtio_vsock_create(&G.gm, 9, "/etc/passwd", err, sizeof(err)));
 	assert_non_null(strstr(err, "not a socket"));
-	assert_null(virtio_vsock_create(&D.gm, 2, "/tmp/x", err, sizeof(err)));
-	assert_null(virtio_vsock_create(&D.gm, UINT32_MAX, "/tmp/x", err, sizeof(err)));
-	assert_null(virtio_vsock_create(&D.gm, 3, "", err, sizeof(err)));
+	assert_null(virtio_vsock_create(&G.gm, 2, "/tmp/x", err, sizeof(err)));
+	assert_null(virtio_vsock_create(&G.gm, UINT32_MAX, "/tmp/x", err, sizeof(err)));
+	assert_null(virtio_vsock_create(&G.gm, 3, "", err, sizeof(err)));
 	memset(path, 'a', 100);
 	path[100] = 0;
-	assert_null(virtio_vsock_create(&D.gm, 3, path, err, sizeof(err)));
+	assert_null(virtio_vsock_create(&G.gm, 3, path, err, sizeof(err)));
 }
 
 #define T(fn) cmocka_unit_test_setup(fn, setup)
