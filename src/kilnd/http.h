@@ -41,6 +41,14 @@ enum MHD_Result reply_text(struct request *r, unsigned status, const char *type,
 enum MHD_Result reply_fd(struct request *r, unsigned status, const char *type, int fd,
 			 uint64_t size);
 
+/*
+ * A streamed NDJSON answer (200): next(cls, &done) gives each event (taken over), one a line,
+ * as the client reads, and sets done with the last; NULL cuts the response short.  release(cls)
+ * when the response ends.  no_cache adds "Cache-Control: no-cache".
+ */
+enum MHD_Result reply_ndjson(struct request *r, json_t *(*next)(void *cls, bool *done),
+			     void (*release)(void *cls), void *cls, bool no_cache);
+
 /* The request's query argument, or NULL. */
 const char *query_arg(struct request *r, const char *name);
 
