@@ -81,6 +81,23 @@ enum MHD_Result reply_error(struct request *r, const struct api_error *e)
 	return reply_json(r, e->status, api_error_json(e));
 }
 
+enum MHD_Result reply_reader(struct request *r, const char *type, size_t block,
+			     MHD_ContentReaderCallback reader,
+			     MHD_ContentReaderFreeCallback release, void *cls, bool no_cache)
+{
+	struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, block,
+								      reader, cls, release);
+
+	if (!resp) {
+		release(cls);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, "Content-Type", type);
+	if (no_cache)
+		MHD_add_response_header(resp, "Cache-Control", "no-cache");
+	return queue(r, 200, resp);
+}
+
 /* A streamed NDJSON answer: the line being sent and how much of it has gone. */
 struct ndjson {
 	json_t *(*next)(void *cls, bool *done);
@@ -132,7 +149,6 @@ enum MHD_Result reply_ndjson(struct request *r, json_t *(*next)(void *cls, bool 
 			     void (*release)(void *cls), void *cls, bool no_cache)
 {
 	struct ndjson *nd = calloc(1, sizeof(*nd));
-	struct MHD_Response *resp;
 
 	if (!nd) {
 		release(cls);
@@ -141,16 +157,8 @@ enum MHD_Result reply_ndjson(struct request *r, json_t *(*next)(void *cls, bool 
 	nd->next = next;
 	nd->release = release;
 	nd->cls = cls;
-	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, ndjson_read, nd,
-						 ndjson_free);
-	if (!resp) {
-		ndjson_free(nd);
-		return MHD_NO;
-	}
-	MHD_add_response_header(resp, "Content-Type", "application/x-ndjson");
-	if (no_cache)
-		MHD_add_response_header(resp, "Cache-Control", "no-cache");
-	return queue(r, 200, resp);
+	return reply_reader(r, "application/x-ndjson", 16 * 1024, ndjson_read, ndjson_free, nd,
+			    no_cache);
 }
 
 const char *query_arg(struct request *r, const char *name)
