@@ -51,7 +51,8 @@ static void sb_usage(void)
 		"       kiln sandbox cp ID:PATH LOCAL | LOCAL ID:PATH   (- is stdin/stdout)\n"
 		"       kiln sandbox network [--set JSON|@FILE] ID\n"
 		"       kiln sandbox expose ID PORT\n"
-		"       kiln usage   this agent's usage and cost, per sandbox\n" KILND_USAGE_COMMON);
+		"       kiln usage   this agent's usage and cost, per sandbox\n"
+		KILND_USAGE_COMMON);
 	exit(EXIT_KILN);
 }
 

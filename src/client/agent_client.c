@@ -555,8 +555,10 @@ int agent_set_identity(int fd, const char *hostname, const char *sandbox_id, cha
 		return -1;
 	}
 	clock_gettime(CLOCK_REALTIME, &now);
-	built = !frame_init(&f, MSG_IDENTITY) && !frame_put(&f, TAG_DATA, entropy, sizeof(entropy)) &&
-		!frame_put_u64(&f, TAG_TIME_NS, (uint64_t)now.tv_sec * 1000000000ULL + now.tv_nsec) &&
+	built = !frame_init(&f, MSG_IDENTITY) &&
+		!frame_put(&f, TAG_DATA, entropy, sizeof(entropy)) &&
+		!frame_put_u64(&f, TAG_TIME_NS,
+			       (uint64_t)now.tv_sec * 1000000000ULL + now.tv_nsec) &&
 		!(hostname && frame_put_str(&f, TAG_HOSTNAME, hostname)) &&
 		!(sandbox_id && frame_put_str(&f, TAG_SANDBOX_ID, sandbox_id)) &&
 		!put_strv(&f, TAG_ENV, env);

@@ -352,7 +352,7 @@ static json_t *exit_event(int code, int sig, bool timed_out)
 			 "timed_out", timed_out);
 }
 
-/* One NDJSON response (reply_ndjson): a foreground process's events, or a background one's log. */
+/* One NDJSON response (reply_ndjson): a foreground process's events or a background log. */
 struct stream {
 	/* a foreground process */
 	int fd;
@@ -638,7 +638,10 @@ static enum MHD_Result start(struct request *r, const struct sandbox *s)
 		st->feed_len = st->feed_copy ? q.stdin_len : 0;
 		st->feeding = pthread_create(&st->feeder, NULL, feed, st) == 0;
 	}
-	ret = q.stream ? reply_ndjson(r, next_event, stream_free, st, false) : reply_collected(r, st);
+	if (q.stream)
+		ret = reply_ndjson(r, next_event, stream_free, st, false);
+	else
+		ret = reply_collected(r, st);
 	goto out;
 fail:
 	if (fd >= 0)

@@ -128,7 +128,7 @@ static ssize_t ndjson_read(void *cls, uint64_t pos, char *out, size_t max)
 		if (!nd->line)
 			return MHD_CONTENT_READER_END_WITH_ERROR;
 		nd->len = strlen(nd->line);
-		nd->line[nd->len++] = '\n';	/* over the NUL: the line is not a C string now */
+		nd->line[nd->len++] = '\n';	/* over the NUL: no longer a C string */
 	}
 	n = nd->len - nd->off < max ? nd->len - nd->off : max;
 	memcpy(out, nd->line + nd->off, n);
