@@ -388,7 +388,7 @@ long kilnd_positive(const char *opt, const char *s)
 	return v;
 }
 
-void kilnd_opts_init(struct kilnd_opts *o)
+static void kilnd_opts_init(struct kilnd_opts *o)
 {
 	const char *sock = getenv("KILN_SOCKET");
 
@@ -397,7 +397,7 @@ void kilnd_opts_init(struct kilnd_opts *o)
 	o->json = false;
 }
 
-bool kilnd_opt(struct kilnd_opts *o, int c, const char *arg)
+static bool kilnd_opt(struct kilnd_opts *o, int c, const char *arg)
 {
 	switch (c) {
 	case 'k': o->sock = arg; return true;
@@ -407,10 +407,18 @@ bool kilnd_opt(struct kilnd_opts *o, int c, const char *arg)
 	}
 }
 
-void kilnd_opts_need_key(const struct kilnd_opts *o, const char *cmd)
+int kilnd_parse_opts(const struct kilnd_cmd *cmd, int argc, char **argv, struct kilnd_opts *k,
+		     void *o)
 {
-	if (o->key && *o->key)
-		return;
-	fprintf(stderr, "kiln: %s: need an API key (--key KEY or KILN_API_KEY)\n", cmd);
+	int c;
+
+	kilnd_opts_init(k);
+	optind = 1;
+	while ((c = getopt_long(argc, argv, cmd->shortopts, cmd->longopts, NULL)) != -1)
+		if (!cmd->opt(o, c, optarg) && !kilnd_opt(k, c, optarg))
+			cmd->usage();
+	if (k->key && *k->key)
+		return optind;
+	fprintf(stderr, "kiln: %s: need an API key (--key KEY or KILN_API_KEY)\n", cmd->name);
 	exit(125);
 }

@@ -21,12 +21,27 @@ struct kilnd_opts {
 	{ "kilnd", required_argument, NULL, 'k' }, { "key", required_argument, NULL, 'K' }, \
 	{ "json", no_argument, NULL, 'j' }
 
-/* o from the environment, before any option. */
-void kilnd_opts_init(struct kilnd_opts *o);
-/* Take option c (with its argument); false if it is not one of these. */
-bool kilnd_opt(struct kilnd_opts *o, int c, const char *arg);
-/* Exit 125 saying that cmd needs an API key, when o has none. */
-void kilnd_opts_need_key(const struct kilnd_opts *o, const char *cmd);
+/* The tail of every such command's usage text. */
+#define KILND_USAGE_COMMON \
+	"       (each with [--kilnd SOCK] [--key KEY] [--json]; KILN_SOCKET, KILN_API_KEY)\n"
+
+/* A command that talks to kilnd, as its options are parsed. */
+struct kilnd_cmd {
+	const char *name;		/* "sandbox": named when it has no API key */
+	const char *shortopts;		/* for getopt_long */
+	const struct option *longopts;	/* KILND_LONGOPTS and the command's own */
+	/* Take one of the command's own options; false if it is not one. */
+	bool (*opt)(void *o, int c, const char *arg);
+	void (*usage)(void);		/* prints and exits */
+};
+
+/*
+ * Parse argv: the common options into *k (from the environment first), the command's own
+ * through cmd->opt(o, ...), cmd->usage() on anything else; exit 125 when no API key is known.
+ * Returns optind.
+ */
+int kilnd_parse_opts(const struct kilnd_cmd *cmd, int argc, char **argv, struct kilnd_opts *k,
+		     void *o);
 
 /*
  * Send method path (with body, a JSON text or NULL) to the kilnd at sock with key as Bearer.

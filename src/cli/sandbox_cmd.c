@@ -52,8 +52,41 @@ static void sb_usage(void)
 		"       kiln sandbox network [--set JSON|@FILE] ID\n"
 		"       kiln sandbox expose ID PORT\n"
 		"       kiln usage   this agent's usage and cost, per sandbox\n"
-		"       (each with [--kilnd SOCK] [--key KEY] [--json]; KILN_SOCKET, KILN_API_KEY)\n");
+		KILND_USAGE_COMMON);
 	exit(EXIT_KILN);
+}
+
+/* K=V of -e or --metadata into obj. */
+static void put_kv(json_t *obj, const char *arg)
+{
+	const char *eq = strchr(arg, '=');
+	char *key;
+
+	if (!eq || eq == arg)
+		sb_usage();
+	key = strndup(arg, eq - arg);
+	if (!key)
+		sb_usage();
+	json_object_set_new(obj, key, json_string(eq + 1));
+	free(key);
+}
+
+static bool sb_opt(void *opts, int c, const char *arg)
+{
+	struct sb_opts *o = opts;
+
+	switch (c) {
+	case 'T': o->template = arg; return true;
+	case 's': o->state = arg; return true;
+	case 'c': o->cpus = kilnd_positive("--cpus", arg); return true;
+	case 'm': o->memory = kilnd_positive("--memory", arg); return true;
+	case 't': o->timeout = kilnd_positive("--timeout", arg); return true;
+	case 'e': put_kv(o->env, arg); return true;
+	case 'M': put_kv(o->metadata, arg); return true;
+	case 'O': o->on_timeout = arg; return true;
+	case 'N': o->network = arg; return true;
+	default: return false;
+	}
 }
 
 static int sb_parse(int argc, char **argv, struct sb_opts *o)
@@ -68,40 +101,12 @@ static int sb_parse(int argc, char **argv, struct sb_opts *o)
 		{ "network", required_argument, NULL, 'N' }, { "set", required_argument, NULL, 'N' },
 		{ 0 }
 	};
-	char *eq;
-	int c;
+	static const struct kilnd_cmd cmd = { "sandbox", "+e:", longopts, sb_opt, sb_usage };
 
 	memset(o, 0, sizeof(*o));
-	kilnd_opts_init(&o->k);
 	o->env = json_object();
 	o->metadata = json_object();
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "+e:", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'T': o->template = optarg; break;
-		case 's': o->state = optarg; break;
-		case 'c': o->cpus = kilnd_positive("--cpus", optarg); break;
-		case 'm': o->memory = kilnd_positive("--memory", optarg); break;
-		case 't': o->timeout = kilnd_positive("--timeout", optarg); break;
-		case 'e':
-		case 'M':
-			eq = strchr(optarg, '=');
-			if (!eq || eq == optarg)
-				sb_usage();
-			*eq = 0;
-			json_object_set_new(c == 'e' ? o->env : o->metadata, optarg,
-					    json_string(eq + 1));
-			*eq = '=';
-			break;
-		case 'O': o->on_timeout = optarg; break;
-		case 'N': o->network = optarg; break;
-		default:
-			if (!kilnd_opt(&o->k, c, optarg))
-				sb_usage();
-		}
-	}
-	kilnd_opts_need_key(&o->k, "sandbox");
-	return optind;
+	return kilnd_parse_opts(&cmd, argc, argv, &o->k, o);
 }
 
 static void table_header(void)

@@ -35,9 +35,20 @@ static void s_usage(void)
 		"usage: kiln secret set NAME --env VAR --header HEADER --hosts HOST[,HOST...]\n"
 		"                           (the value on stdin: kiln secret set ... < token)\n"
 		"       kiln secret ls\n"
-		"       kiln secret rm NAME...\n"
-		"       (each with [--kilnd SOCK] [--key KEY] [--json]; KILN_SOCKET, KILN_API_KEY)\n");
+		"       kiln secret rm NAME...\n" KILND_USAGE_COMMON);
 	exit(EXIT_KILN);
+}
+
+static bool s_opt(void *opts, int c, const char *arg)
+{
+	struct s_opts *o = opts;
+
+	switch (c) {
+	case 'e': o->env = arg; return true;
+	case 'H': o->header = arg; return true;
+	case 'h': o->hosts = arg; return true;
+	default: return false;
+	}
 }
 
 static int s_parse(int argc, char **argv, struct s_opts *o)
@@ -47,23 +58,10 @@ static int s_parse(int argc, char **argv, struct s_opts *o)
 		{ "header", required_argument, NULL, 'H' }, { "hosts", required_argument, NULL, 'h' },
 		{ 0 }
 	};
-	int c;
+	static const struct kilnd_cmd cmd = { "secret", "", longopts, s_opt, s_usage };
 
 	memset(o, 0, sizeof(*o));
-	kilnd_opts_init(&o->k);
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'e': o->env = optarg; break;
-		case 'H': o->header = optarg; break;
-		case 'h': o->hosts = optarg; break;
-		default:
-			if (!kilnd_opt(&o->k, c, optarg))
-				s_usage();
-		}
-	}
-	kilnd_opts_need_key(&o->k, "secret");
-	return optind;
+	return kilnd_parse_opts(&cmd, argc, argv, &o->k, o);
 }
 
 /* The value from stdin, without one trailing newline (and its CR); NULL if too long. */

@@ -38,9 +38,20 @@ static void t_usage(void)
 		"usage: kiln template ls\n"
 		"       kiln template build NAME [--wait]\n"
 		"       kiln template warm NAME [--cpus N] [--memory MIB] [--wait]\n"
-		"       kiln template unwarm NAME\n"
-		"       (each with [--kilnd SOCK] [--key KEY] [--json]; KILN_SOCKET, KILN_API_KEY)\n");
+		"       kiln template unwarm NAME\n" KILND_USAGE_COMMON);
 	exit(EXIT_KILN);
+}
+
+static bool t_opt(void *opts, int c, const char *arg)
+{
+	struct t_opts *o = opts;
+
+	switch (c) {
+	case 'w': o->wait = true; return true;
+	case 'c': o->cpus = kilnd_positive("--cpus", arg); return true;
+	case 'm': o->memory = kilnd_positive("--memory", arg); return true;
+	default: return false;
+	}
 }
 
 static int t_parse(int argc, char **argv, struct t_opts *o)
@@ -50,23 +61,10 @@ static int t_parse(int argc, char **argv, struct t_opts *o)
 		{ "cpus", required_argument, NULL, 'c' }, { "memory", required_argument, NULL, 'm' },
 		{ 0 }
 	};
-	int c;
+	static const struct kilnd_cmd cmd = { "template", "", longopts, t_opt, t_usage };
 
 	memset(o, 0, sizeof(*o));
-	kilnd_opts_init(&o->k);
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'w': o->wait = true; break;
-		case 'c': o->cpus = kilnd_positive("--cpus", optarg); break;
-		case 'm': o->memory = kilnd_positive("--memory", optarg); break;
-		default:
-			if (!kilnd_opt(&o->k, c, optarg))
-				t_usage();
-		}
-	}
-	kilnd_opts_need_key(&o->k, "template");
-	return optind;
+	return kilnd_parse_opts(&cmd, argc, argv, &o->k, o);
 }
 
 /* "1x128,2x512" from a template's warm snapshots. */

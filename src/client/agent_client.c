@@ -14,6 +14,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define LOST		"connection to the guest agent lost"
+#define UNEXPECTED	"unexpected reply from the guest agent"
+
 static void set_error(struct agent_error *e, int err, const char *msg, const char *path)
 {
 	if (!e)
@@ -159,62 +162,114 @@ static int send_frame_free(int fd, struct frame *f)
 	return r;
 }
 
+/*
+ * Send a request the caller built (built false: frame_init or a frame_put_* failed) and free
+ * it; -1 with *e set if it could not be built or sent.
+ */
+static int send_request(int fd, struct frame *f, bool built, const char *path,
+			struct agent_error *e)
+{
+	if (!built) {
+		frame_free(f);
+		set_error(e, EPIPE, LOST, path);
+		return -1;
+	}
+	if (send_frame_free(fd, f)) {
+		set_error(e, EPIPE, LOST, path);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Read the frame that answers a request into *in: 0 when its type is want or also (which
+ * may be the same), else -1 with *e set from the agent's ERROR, a lost connection or an
+ * unexpected frame.  The caller frees in->buf either way.
+ */
+static int read_reply(int fd, uint8_t want, uint8_t also, struct frame_in *in, const char *path,
+		      struct agent_error *e)
+{
+	if (proto_read_in(fd, in) != 1)
+		set_error(e, EPIPE, LOST, path);
+	else if (in->type == want || in->type == also)
+		return 0;
+	else if (in->type == MSG_ERROR)
+		error_from_frame(in->buf, in->len, e);
+	else
+		set_error(e, EPROTO, UNEXPECTED, path);
+	return -1;
+}
+
 int agent_exec_start(int fd, const struct agent_exec *x, uint32_t *pid, struct agent_error *e)
 {
 	struct frame f;
-	uint8_t *buf = NULL;
-	size_t cap = 0;
-	uint8_t type;
-	uint32_t len;
+	struct frame_in in = { 0 };
 	struct field fl;
-	int r = -1;
+	int r;
 
 	if (build_exec(&f, x)) {
 		frame_free(&f);
 		set_error(e, E2BIG, "command, arguments and environment exceed 1 MiB", NULL);
 		return -1;
 	}
-	if (send_frame_free(fd, &f) || proto_read_frame(fd, &buf, &cap, &type, &len) != 1) {
-		set_error(e, errno ? errno : EPIPE, "connection to the guest agent lost", NULL);
-	} else if (type == MSG_ERROR) {
-		error_from_frame(buf, len, e);
-	} else if (type == MSG_STARTED && frame_find(buf, len, TAG_PID, &fl) && field_u32(&fl, pid)) {
-		r = 0;
-	} else {
-		set_error(e, EPROTO, "unexpected reply from the guest agent", NULL);
+	if (send_frame_free(fd, &f)) {
+		set_error(e, errno ? errno : EPIPE, LOST, NULL);
+		return -1;
 	}
-	free(buf);
+	r = read_reply(fd, MSG_STARTED, MSG_STARTED, &in, NULL, e);
+	if (r == 0 && !(frame_find(in.buf, in.len, TAG_PID, &fl) && field_u32(&fl, pid))) {
+		set_error(e, EPROTO, UNEXPECTED, NULL);
+		r = -1;
+	}
+	free(in.buf);
 	return r;
 }
 
-/* The bytes of a STDOUT/STDERR frame (of a process or a cell); false if it has none. */
-static bool output_data(const uint8_t *p, uint32_t len, const uint8_t **data, uint32_t *dlen)
+/*
+ * The next frame of a process's or a cell's stream, with what the two readers share done:
+ * STDOUT and STDERR come back with their bytes in *data and *dlen (output frames without
+ * bytes are skipped), ERROR with *err filled in.  Returns the frame's type, -1 when the
+ * connection broke.
+ */
+static int stream_frame(int fd, uint8_t **buf, size_t *cap, uint32_t *len, const uint8_t **data,
+			uint32_t *dlen, struct agent_error *err)
 {
+	uint8_t type;
 	struct field f;
 
-	if (!frame_find(p, len, TAG_DATA, &f))
-		return false;
-	*data = f.val;
-	*dlen = f.len;
-	return true;
+	for (;;) {
+		if (proto_read_frame(fd, buf, cap, &type, len) != 1)
+			return -1;
+		if (type == MSG_ERROR)
+			error_from_frame(*buf, *len, err);
+		if (type != MSG_STDOUT && type != MSG_STDERR)
+			return type;
+		if (frame_find(*buf, *len, TAG_DATA, &f)) {
+			*data = f.val;
+			*dlen = f.len;
+			return type;
+		}
+	}
 }
 
 int agent_next_event(int fd, struct agent_event *ev, uint8_t **buf, size_t *cap)
 {
-	uint8_t type;
 	uint32_t len, v;
 	struct field f;
 
 	for (;;) {
-		if (proto_read_frame(fd, buf, cap, &type, &len) != 1)
-			return -1;
 		memset(ev, 0, sizeof(*ev));
-		switch (type) {
+		switch (stream_frame(fd, buf, cap, &len, &ev->data, &ev->len, &ev->error)) {
+		case -1:
+			return -1;
 		case MSG_STDOUT:
+			ev->type = EV_STDOUT;
+			return 0;
 		case MSG_STDERR:
-			if (!output_data(*buf, len, &ev->data, &ev->len))
-				continue;
-			ev->type = type == MSG_STDOUT ? EV_STDOUT : EV_STDERR;
+			ev->type = EV_STDERR;
+			return 0;
+		case MSG_ERROR:
+			ev->type = EV_ERROR;
 			return 0;
 		case MSG_EXIT:
 			ev->type = EV_EXIT;
@@ -224,10 +279,6 @@ int agent_next_event(int fd, struct agent_event *ev, uint8_t **buf, size_t *cap)
 			if (frame_find(*buf, len, TAG_EXIT_SIGNAL, &f) && field_u32(&f, &v))
 				ev->exit_signal = v;
 			ev->timed_out = frame_find(*buf, len, TAG_TIMED_OUT, &f);
-			return 0;
-		case MSG_ERROR:
-			ev->type = EV_ERROR;
-			error_from_frame(*buf, len, &ev->error);
 			return 0;
 		default:
 			continue;	/* STARTED again after an attach, or future frames */
@@ -293,24 +344,13 @@ int agent_resize(int fd, uint16_t rows, uint16_t cols)
 /* Wait for the final OK/END/ENTRY or ERROR of an operation. */
 static int final_reply(int fd, struct agent_error *e, uint64_t *bytes)
 {
-	uint8_t *buf = NULL;
-	size_t cap = 0;
-	uint8_t type;
-	uint32_t len;
+	struct frame_in in = { 0 };
 	struct field f;
-	int r = -1;
+	int r = read_reply(fd, MSG_OK, MSG_END, &in, NULL, e);
 
-	if (proto_read_frame(fd, &buf, &cap, &type, &len) != 1)
-		set_error(e, EPIPE, "connection to the guest agent lost", NULL);
-	else if (type == MSG_ERROR)
-		error_from_frame(buf, len, e);
-	else if (type == MSG_OK || type == MSG_END)
-		r = 0;
-	else
-		set_error(e, EPROTO, "unexpected reply from the guest agent", NULL);
-	if (r == 0 && bytes && frame_find(buf, len, TAG_BYTES, &f))
+	if (r == 0 && bytes && frame_find(in.buf, in.len, TAG_BYTES, &f))
 		field_u64(&f, bytes);
-	free(buf);
+	free(in.buf);
 	return r;
 }
 
@@ -324,34 +364,20 @@ static int read_stream(int fd, uint8_t item, const char *path, struct agent_erro
 				      struct agent_error *e),
 		       void *ctx)
 {
-	uint8_t *buf = NULL;
-	size_t cap = 0;
-	uint8_t type;
-	uint32_t len;
-	int r = -1;
+	struct frame_in in = { 0 };
+	int r;
 
 	for (;;) {
-		if (proto_read_frame(fd, &buf, &cap, &type, &len) != 1) {
-			set_error(e, EPIPE, "connection to the guest agent lost", path);
+		r = read_reply(fd, item, MSG_END, &in, path, e);
+		if (r || in.type == MSG_END)
+			break;
+		r = on_item(in.buf, in.len, ctx, e);
+		if (r) {
+			r = r > 0 ? 0 : -1;
 			break;
 		}
-		if (type == item) {
-			int ir = on_item(buf, len, ctx, e);
-
-			if (ir == 0)
-				continue;
-			r = ir > 0 ? 0 : -1;
-			break;
-		}
-		if (type == MSG_END)
-			r = 0;
-		else if (type == MSG_ERROR)
-			error_from_frame(buf, len, e);
-		else
-			set_error(e, EPROTO, "unexpected reply from the guest agent", path);
-		break;
 	}
-	free(buf);
+	free(in.buf);
 	return r;
 }
 
@@ -393,7 +419,7 @@ static int file_data(const uint8_t *p, uint32_t len, void *ctx, struct agent_err
 	struct field fl;
 
 	if (!frame_find(p, len, TAG_DATA, &fl)) {
-		set_error(e, EPROTO, "unexpected reply from the guest agent", NULL);
+		set_error(e, EPROTO, UNEXPECTED, NULL);
 		return -1;
 	}
 	if (proto_write_all(sink->dst, fl.val, fl.len) < 0) {
@@ -432,35 +458,22 @@ int agent_simple(int fd, uint8_t type, const char *path, const char *path2, uint
 		frame_free(&f);
 		return -1;
 	}
-	if (send_frame_free(fd, &f)) {
-		set_error(e, EPIPE, "connection to the guest agent lost", path);
+	if (send_request(fd, &f, true, path, e))
 		return -1;
-	}
 	return final_reply(fd, e, NULL);
 }
 
 int agent_attach(int fd, uint32_t pid, struct agent_error *e)
 {
 	struct frame f;
-	uint8_t *buf = NULL;
-	size_t cap = 0;
-	uint8_t type;
-	uint32_t len;
-	int r = -1;
+	struct frame_in in = { 0 };
+	bool built = !frame_init(&f, MSG_ATTACH) && !frame_put_u32(&f, TAG_PID, pid);
+	int r;
 
-	if (frame_init(&f, MSG_ATTACH) || frame_put_u32(&f, TAG_PID, pid) || send_frame_free(fd, &f)) {
-		set_error(e, EPIPE, "connection to the guest agent lost", NULL);
+	if (send_request(fd, &f, built, NULL, e))
 		return -1;
-	}
-	if (proto_read_frame(fd, &buf, &cap, &type, &len) != 1)
-		set_error(e, EPIPE, "connection to the guest agent lost", NULL);
-	else if (type == MSG_ERROR)
-		error_from_frame(buf, len, e);
-	else if (type == MSG_STARTED)
-		r = 0;
-	else
-		set_error(e, EPROTO, "unexpected reply from the guest agent", NULL);
-	free(buf);
+	r = read_reply(fd, MSG_STARTED, MSG_STARTED, &in, NULL, e);
+	free(in.buf);
 	return r;
 }
 
@@ -510,24 +523,22 @@ int agent_entries(int fd, uint8_t type, const char *path, uint32_t depth,
 {
 	struct frame f;
 	struct entry_sink sink = { fn, ctx, type == MSG_STAT };
+	bool built = !frame_init(&f, type) && !(path && frame_put_str(&f, TAG_PATH, path)) &&
+		     !(depth && frame_put_u32(&f, TAG_DEPTH, depth));
 
-	if (frame_init(&f, type) || (path && frame_put_str(&f, TAG_PATH, path)) ||
-	    (depth && frame_put_u32(&f, TAG_DEPTH, depth)) || send_frame_free(fd, &f)) {
-		set_error(e, EPIPE, "connection to the guest agent lost", path);
+	if (send_request(fd, &f, built, path, e))
 		return -1;
-	}
 	return read_stream(fd, MSG_ENTRY, path, e, entry_item, &sink);
 }
 
 int agent_kill(int fd, uint32_t pid, uint32_t sig, struct agent_error *e)
 {
 	struct frame f;
+	bool built = !frame_init(&f, MSG_KILL) && !frame_put_u32(&f, TAG_PID, pid) &&
+		     !frame_put_u32(&f, TAG_SIGNAL, sig);
 
-	if (frame_init(&f, MSG_KILL) || frame_put_u32(&f, TAG_PID, pid) ||
-	    frame_put_u32(&f, TAG_SIGNAL, sig) || send_frame_free(fd, &f)) {
-		set_error(e, EPIPE, "connection to the guest agent lost", NULL);
+	if (send_request(fd, &f, built, NULL, e))
 		return -1;
-	}
 	return final_reply(fd, e, NULL);
 }
 
@@ -537,20 +548,22 @@ int agent_set_identity(int fd, const char *hostname, const char *sandbox_id, cha
 	struct frame f;
 	struct timespec now;
 	uint8_t entropy[64];
+	bool built;
 
 	if (getrandom(entropy, sizeof(entropy), 0) != sizeof(entropy)) {
 		set_error(e, errno, "no host entropy", NULL);
 		return -1;
 	}
 	clock_gettime(CLOCK_REALTIME, &now);
-	if (frame_init(&f, MSG_IDENTITY) || frame_put(&f, TAG_DATA, entropy, sizeof(entropy)) ||
-	    frame_put_u64(&f, TAG_TIME_NS, (uint64_t)now.tv_sec * 1000000000ULL + now.tv_nsec) ||
-	    (hostname && frame_put_str(&f, TAG_HOSTNAME, hostname)) ||
-	    (sandbox_id && frame_put_str(&f, TAG_SANDBOX_ID, sandbox_id)) ||
-	    put_strv(&f, TAG_ENV, env) || send_frame_free(fd, &f)) {
-		set_error(e, EPIPE, "connection to the guest agent lost", NULL);
+	built = !frame_init(&f, MSG_IDENTITY) &&
+		!frame_put(&f, TAG_DATA, entropy, sizeof(entropy)) &&
+		!frame_put_u64(&f, TAG_TIME_NS,
+			       (uint64_t)now.tv_sec * 1000000000ULL + now.tv_nsec) &&
+		!(hostname && frame_put_str(&f, TAG_HOSTNAME, hostname)) &&
+		!(sandbox_id && frame_put_str(&f, TAG_SANDBOX_ID, sandbox_id)) &&
+		!put_strv(&f, TAG_ENV, env);
+	if (send_request(fd, &f, built, NULL, e))
 		return -1;
-	}
 	return final_reply(fd, e, NULL);
 }
 
@@ -580,28 +593,21 @@ static void context_from_frame(const uint8_t *p, uint32_t len, struct agent_cont
 static int context_reply(int fd, struct frame *f, struct agent_context *out, uint32_t *pid,
 			  struct agent_error *e)
 {
-	uint8_t *buf = NULL;
-	size_t cap = 0;
-	uint8_t type;
-	uint32_t len;
+	struct frame_in in = { 0 };
 	struct agent_context c;
-	int r = -1;
+	int r;
 
-	if (send_frame_free(fd, f) || proto_read_frame(fd, &buf, &cap, &type, &len) != 1) {
-		set_error(e, EPIPE, "connection to the guest agent lost", NULL);
-	} else if (type == MSG_ERROR) {
-		error_from_frame(buf, len, e);
-	} else if (type == MSG_OK) {
-		context_from_frame(buf, len, &c);
+	if (send_request(fd, f, true, NULL, e))
+		return -1;
+	r = read_reply(fd, MSG_OK, MSG_OK, &in, NULL, e);
+	if (r == 0) {
+		context_from_frame(in.buf, in.len, &c);
 		if (out)
 			*out = c;
 		if (pid)
 			*pid = c.pid;
-		r = 0;
-	} else {
-		set_error(e, EPROTO, "unexpected reply from the guest agent", NULL);
 	}
-	free(buf);
+	free(in.buf);
 	return r;
 }
 
@@ -655,11 +661,7 @@ int agent_context_run(int fd, const char *id, const char *code, size_t len, uint
 		set_error(e, E2BIG, "the cell's code exceeds 1 MiB", NULL);
 		return -1;
 	}
-	if (send_frame_free(fd, &f)) {
-		set_error(e, EPIPE, "connection to the guest agent lost", NULL);
-		return -1;
-	}
-	return 0;
+	return send_request(fd, &f, true, NULL, e);
 }
 
 void agent_cell_event_free(struct agent_cell_event *ev)
@@ -702,21 +704,23 @@ static char *join_traceback(const uint8_t *p, uint32_t len)
 
 int agent_next_cell_event(int fd, struct agent_cell_event *ev, uint8_t **buf, size_t *cap)
 {
-	uint8_t type;
 	uint32_t len;
 	struct field f;
 
 	agent_cell_event_free(ev);
 	for (;;) {
-		if (proto_read_frame(fd, buf, cap, &type, &len) != 1)
-			return -1;
 		memset(ev, 0, sizeof(*ev));
-		switch (type) {
+		switch (stream_frame(fd, buf, cap, &len, &ev->data, &ev->len, &ev->error)) {
+		case -1:
+			return -1;
 		case MSG_STDOUT:
+			ev->type = CEV_STDOUT;
+			return 0;
 		case MSG_STDERR:
-			if (!output_data(*buf, len, &ev->data, &ev->len))
-				continue;
-			ev->type = type == MSG_STDOUT ? CEV_STDOUT : CEV_STDERR;
+			ev->type = CEV_STDERR;
+			return 0;
+		case MSG_ERROR:
+			ev->type = CEV_ERROR;
 			return 0;
 		case MSG_RESULT:
 			if (!frame_find(*buf, len, TAG_MIME, &f) ||
@@ -749,10 +753,6 @@ int agent_next_cell_event(int fd, struct agent_cell_event *ev, uint8_t **buf, si
 			if (frame_find(*buf, len, TAG_STATUS, &f))
 				field_u8(&f, &ev->status);
 			return 0;
-		case MSG_ERROR:
-			ev->type = CEV_ERROR;
-			error_from_frame(*buf, len, &ev->error);
-			return 0;
 		default:
 			continue;	/* frames of a later protocol */
 		}
@@ -781,9 +781,7 @@ int agent_context_list(int fd, void (*fn)(const struct agent_context *, void *),
 	struct frame f;
 	struct context_sink sink = { fn, ctx };
 
-	if (frame_init(&f, MSG_CONTEXT_LIST) || send_frame_free(fd, &f)) {
-		set_error(e, EPIPE, "connection to the guest agent lost", NULL);
+	if (send_request(fd, &f, !frame_init(&f, MSG_CONTEXT_LIST), NULL, e))
 		return -1;
-	}
 	return read_stream(fd, MSG_ENTRY, NULL, e, context_item, &sink);
 }

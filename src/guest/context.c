@@ -470,13 +470,38 @@ static int send_id_pid(int conn, uint8_t type, const char *id, uint32_t pid)
 	return r;
 }
 
+/*
+ * Start context id's interpreter as s says, record it and answer OK with the id and pid, or
+ * the ERROR; frees s.  cwd_path: name s->cwd in an ERROR about it (a create's fresh cwd).
+ */
+static int start_and_reply(int conn, const char *id, struct ctx_spec *s, bool cwd_path)
+{
+	char msg[1200];
+	int err, r;
+
+	if (start_kernel(id, s, &err, msg, sizeof(msg))) {
+		bool about_cwd = cwd_path && (err == ENOENT || err == ENOTDIR);
+
+		r = send_error(conn, err, msg, about_cwd ? s->cwd : NULL);
+		spec_free(s);
+		return r;
+	}
+	if (record_write(id, s)) {
+		stop_kernel(id, s->pid);
+		spec_free(s);
+		return send_error(conn, errno, "cannot record the context", NULL);
+	}
+	r = send_id_pid(conn, MSG_OK, id, s->pid);
+	spec_free(s);
+	return r;
+}
+
 int op_context_create(int conn, const struct request *req)
 {
 	struct ctx_spec s;
 	uint8_t rnd[CONTEXT_ID_LEN / 2];
-	char id[CONTEXT_ID_LEN + 1], msg[1200];
+	char id[CONTEXT_ID_LEN + 1];
 	const char *why = spec_parse(req->payload, req->len, &s);
-	int err, r;
 
 	if (why)
 		return send_error(conn, EINVAL, why, NULL);
@@ -494,18 +519,7 @@ int op_context_create(int conn, const struct request *req)
 	mkdir("/run/kiln", 0700);
 	mkdir(CONTEXT_DIR, 0700);
 	s.created = time(NULL);
-	if (start_kernel(id, &s, &err, msg, sizeof(msg))) {
-		spec_free(&s);
-		return send_error(conn, err, msg, err == ENOENT || err == ENOTDIR ? s.cwd : NULL);
-	}
-	if (record_write(id, &s)) {
-		stop_kernel(id, s.pid);
-		spec_free(&s);
-		return send_error(conn, errno, "cannot record the context", NULL);
-	}
-	r = send_id_pid(conn, MSG_OK, id, s.pid);
-	spec_free(&s);
-	return r;
+	return start_and_reply(conn, id, &s, true);
 }
 
 /* The context a request names: its id and record.  Replies itself on failure (-2). */
@@ -746,24 +760,13 @@ int op_context_interrupt(int conn, const struct request *req)
 int op_context_restart(int conn, const struct request *req)
 {
 	struct ctx_spec s;
-	char id[CONTEXT_ID_LEN + 1], msg[1200];
-	int err, r = find_context(conn, req, id, &s);
+	char id[CONTEXT_ID_LEN + 1];
+	int r = find_context(conn, req, id, &s);
 
 	if (r)
 		return r == -2 ? 0 : -1;
 	stop_kernel(id, s.pid);
-	if (start_kernel(id, &s, &err, msg, sizeof(msg))) {
-		spec_free(&s);
-		return send_error(conn, err, msg, NULL);
-	}
-	if (record_write(id, &s)) {
-		stop_kernel(id, s.pid);
-		spec_free(&s);
-		return send_error(conn, errno, "cannot record the context", NULL);
-	}
-	r = send_id_pid(conn, MSG_OK, id, s.pid);
-	spec_free(&s);
-	return r;
+	return start_and_reply(conn, id, &s, false);
 }
 
 int op_context_delete(int conn, const struct request *req)

@@ -37,6 +37,18 @@ static int fail(int conn, const char *path)
 	return send_error(conn, errno, NULL, path);
 }
 
+/* The request's PATH, which must exist (a link is not followed); -1 once an ERROR is sent. */
+static int get_existing_path(int conn, const struct request *req, char *path, struct stat *st)
+{
+	if (get_path(conn, req, TAG_PATH, path))
+		return -1;
+	if (lstat(path, st) < 0) {
+		fail(conn, path);
+		return -1;
+	}
+	return 0;
+}
+
 /* mkdir -p for the directory part of path (or all of it with whole). */
 static int make_parents(const char *path, bool whole, mode_t mode)
 {
@@ -142,24 +154,21 @@ int op_file_read(int conn, const struct request *req)
 /* Receive DATA frames into fd until END.  0 on END, -1 with errno (or the connection lost). */
 static int receive_into(int conn, int fd, uint64_t *total, bool *conn_lost)
 {
-	uint8_t *buf = NULL;
-	size_t cap = 0;
-	uint8_t type;
-	uint32_t len;
+	struct frame_in in = { 0 };
 	struct field f;
 	int r = -1;
 
 	*conn_lost = false;
 	for (;;) {
-		if (proto_read_frame(conn, &buf, &cap, &type, &len) != 1) {
+		if (proto_read_in(conn, &in) != 1) {
 			*conn_lost = true;
 			break;
 		}
-		if (type == MSG_END) {
+		if (in.type == MSG_END) {
 			r = 0;
 			break;
 		}
-		if (type != MSG_DATA || !frame_find(buf, len, TAG_DATA, &f)) {
+		if (in.type != MSG_DATA || !frame_find(in.buf, in.len, TAG_DATA, &f)) {
 			errno = EPROTO;
 			break;
 		}
@@ -167,21 +176,18 @@ static int receive_into(int conn, int fd, uint64_t *total, bool *conn_lost)
 			break;
 		*total += f.len;
 	}
-	free(buf);
+	free(in.buf);
 	return r;
 }
 
 /* After a failure mid-stream, read and discard the rest so the host sees our ERROR. */
 static void drain_until_end(int conn)
 {
-	uint8_t *buf = NULL;
-	size_t cap = 0;
-	uint8_t type;
-	uint32_t len;
+	struct frame_in in = { 0 };
 
-	while (proto_read_frame(conn, &buf, &cap, &type, &len) == 1 && type != MSG_END)
+	while (proto_read_in(conn, &in) == 1 && in.type != MSG_END)
 		;
-	free(buf);
+	free(in.buf);
 }
 
 int op_file_write(int conn, const struct request *req)
@@ -312,10 +318,8 @@ int op_stat(int conn, const struct request *req)
 	char path[PATH_MAX];
 	struct stat st;
 
-	if (get_path(conn, req, TAG_PATH, path))
+	if (get_existing_path(conn, req, path, &st))
 		return -1;
-	if (lstat(path, &st) < 0)
-		return fail(conn, path);
 	return send_entry(conn, path, &st);
 }
 
@@ -344,11 +348,9 @@ int op_remove(int conn, const struct request *req)
 	uint8_t recursive = 0;
 	struct stat st;
 
-	if (get_path(conn, req, TAG_PATH, path))
+	if (get_existing_path(conn, req, path, &st))
 		return -1;
 	req_u8(req, TAG_RECURSIVE, &recursive);
-	if (lstat(path, &st) < 0)
-		return fail(conn, path);
 	if (!strcmp(path, "/"))
 		return send_error(conn, EBUSY, "refusing to remove /", path);
 	if (S_ISDIR(st.st_mode)) {

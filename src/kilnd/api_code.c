@@ -300,20 +300,18 @@ struct stream {
 	struct agent_cell_event ev;
 	uint8_t *buf;
 	size_t cap;
-	char *line;
-	size_t len, off;
-	bool done;
 };
 
-/* The next event as a line; NULL at the end (done set). */
-static json_t *stream_event(struct stream *st)
+/* The next event of the cell; done set with the last. */
+static json_t *stream_event(void *cls, bool *done)
 {
+	struct stream *st = cls;
 	struct agent_cell_event *ev = &st->ev;
 	struct api_error e;
 	json_t *o;
 
 	if (agent_next_cell_event(st->fd, ev, &st->buf, &st->cap)) {
-		st->done = true;
+		*done = true;
 		return json_pack("{s:s, s:{s:s, s:s}}", "type", "failure", "error", "code",
 				 "agent_unreachable", "message", "connection to the guest agent lost");
 	}
@@ -332,44 +330,17 @@ static json_t *stream_event(struct stream *st)
 		json_object_set_new(o, "type", json_string("error"));
 		return o;
 	case CEV_ERROR:
-		st->done = true;
+		*done = true;
 		context_error(&e, &ev->error, st->id);
 		return json_pack("{s:s, s:{s:s, s:s}}", "type", "failure", "error", "code", e.code,
 				 "message", e.message);
 	case CEV_DONE:
-		st->done = true;
+		*done = true;
 		return json_pack("{s:s, s:s, s:I, s:s}", "type", "done", "context_id", st->id,
 				 "execution_count", (json_int_t)ev->exec_count,
 				 "status", status_name(ev->status));
 	}
 	return json_object();
-}
-
-static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
-{
-	struct stream *st = cls;
-	size_t n;
-
-	(void)pos;
-	while (st->off == st->len) {
-		json_t *o;
-
-		if (st->done)
-			return MHD_CONTENT_READER_END_OF_STREAM;
-		o = stream_event(st);
-		free(st->line);
-		st->line = o ? json_dumps(o, JSON_COMPACT) : NULL;
-		json_decref(o);
-		if (!st->line)
-			return MHD_CONTENT_READER_END_WITH_ERROR;
-		st->len = strlen(st->line);
-		st->line[st->len++] = '\n';	/* over the NUL: the line is not a C string now */
-		st->off = 0;
-	}
-	n = st->len - st->off < max ? st->len - st->off : max;
-	memcpy(out, st->line + st->off, n);
-	st->off += n;
-	return n;
 }
 
 static void stream_free(void *cls)
@@ -380,7 +351,6 @@ static void stream_free(void *cls)
 	close(st->fd);
 	agent_cell_event_free(&st->ev);
 	free(st->buf);
-	free(st->line);
 	free(st);
 }
 
@@ -424,9 +394,7 @@ static int context_lookup(const struct sandbox *s, const char *id, struct agent_
 
 static enum MHD_Result reply_stream(struct request *r, int fd, const char *id)
 {
-	struct MHD_Response *resp;
 	struct stream *st = calloc(1, sizeof(*st));
-	enum MHD_Result ret;
 
 	if (!st) {
 		close(fd);
@@ -434,17 +402,7 @@ static enum MHD_Result reply_stream(struct request *r, int fd, const char *id)
 	}
 	st->fd = fd;
 	snprintf(st->id, sizeof(st->id), "%s", id);
-	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_read, st,
-						 stream_free);
-	if (!resp) {
-		stream_free(st);
-		return MHD_NO;
-	}
-	MHD_add_response_header(resp, "Content-Type", "application/x-ndjson");
-	MHD_add_response_header(resp, "Cache-Control", "no-cache");
-	ret = MHD_queue_response(r->conn, 200, resp);
-	MHD_destroy_response(resp);
-	return ret;
+	return reply_ndjson(r, stream_event, stream_free, st, true);
 }
 
 static enum MHD_Result run_code(struct request *r, const struct sandbox *s)

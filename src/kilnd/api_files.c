@@ -277,9 +277,7 @@ static int check_regular(struct request *r, int fd, const char *path)
 
 enum MHD_Result reply_guest_file(struct request *r, int agent_fd, const char *path)
 {
-	struct MHD_Response *resp;
 	struct download *d = calloc(1, sizeof(*d));
-	enum MHD_Result ret;
 	int p[2];
 
 	if (!d || pipe2(p, O_CLOEXEC)) {
@@ -300,16 +298,8 @@ enum MHD_Result reply_guest_file(struct request *r, int agent_fd, const char *pa
 		api_fail(&r->e, 500, "internal", NULL, "cannot start the download");
 		return reply_error(r, &r->e);
 	}
-	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, download_read, d,
-						 download_free);
-	if (!resp) {
-		download_free(d);
-		return MHD_NO;
-	}
-	MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
-	ret = MHD_queue_response(r->conn, 200, resp);
-	MHD_destroy_response(resp);
-	return ret;
+	return reply_reader(r, "application/octet-stream", 64 * 1024, download_read, download_free,
+			    d, false);
 }
 
 static enum MHD_Result download(struct request *r)

@@ -332,17 +332,6 @@ static struct proc *find_proc(struct request *r, const struct sandbox *s)
 	return NULL;
 }
 
-static char *json_line(json_t *ev)
-{
-	char *text = ev ? json_dumps(ev, JSON_COMPACT) : NULL, *line = NULL;
-
-	json_decref(ev);
-	if (text && asprintf(&line, "%s\n", text) < 0)
-		line = NULL;
-	free(text);
-	return line;
-}
-
 static json_t *output_event(uint8_t stream, const uint8_t *data, size_t len)
 {
 	bool b64;
@@ -363,11 +352,8 @@ static json_t *exit_event(int code, int sig, bool timed_out)
 			 "timed_out", timed_out);
 }
 
-/* One NDJSON response: lines come from next() until it says done. */
+/* One NDJSON response (reply_ndjson): a foreground process's events or a background log. */
 struct stream {
-	char *line;
-	size_t len, off;
-	bool done;
 	/* a foreground process */
 	int fd;
 	pthread_t feeder;
@@ -384,14 +370,13 @@ struct stream {
 	uint64_t cursor;
 };
 
-static char *next_foreground(struct stream *st)
+static json_t *next_foreground(struct stream *st, bool *done)
 {
 	struct agent_event ev;
 
 	if (!st->started) {
 		st->started = true;
-		return json_line(json_pack("{s:s, s:I}", "type", "start", "pid",
-					   (json_int_t)st->pid));
+		return json_pack("{s:s, s:I}", "type", "start", "pid", (json_int_t)st->pid);
 	}
 	for (int waited = 0; ; waited++) {
 		struct pollfd pfd = { st->fd, POLLIN, 0 };
@@ -401,20 +386,19 @@ static char *next_foreground(struct stream *st)
 		if (poll(&pfd, 1, 1000) != 0)
 			break;
 		if (waited == KEEPALIVE_S)
-			return json_line(json_pack("{s:s}", "type", "keepalive"));
+			return json_pack("{s:s}", "type", "keepalive");
 	}
 	if (agent_next_event(st->fd, &ev, &st->buf, &st->cap)) {
-		st->done = true;
-		return json_line(json_pack("{s:s, s:s}", "type", "error", "message",
-					   "connection to the guest agent lost"));
+		*done = true;
+		return json_pack("{s:s, s:s}", "type", "error", "message",
+				 "connection to the guest agent lost");
 	}
 	if (ev.type == EV_STDOUT || ev.type == EV_STDERR)
-		return json_line(output_event(ev.type == EV_STDERR, ev.data, ev.len));
-	st->done = true;
+		return output_event(ev.type == EV_STDERR, ev.data, ev.len);
+	*done = true;
 	if (ev.type == EV_ERROR)
-		return json_line(json_pack("{s:s, s:s}", "type", "error", "message",
-					   ev.error.message));
-	return json_line(exit_event(ev.exit_code, ev.exit_signal, ev.timed_out));
+		return json_pack("{s:s, s:s}", "type", "error", "message", ev.error.message);
+	return exit_event(ev.exit_code, ev.exit_signal, ev.timed_out);
 }
 
 /* Wait for a change, at most KEEPALIVE_S seconds; true on the timeout.  Under lock. */
@@ -427,7 +411,7 @@ static bool wait_changed(void)
 	return pthread_cond_timedwait(&changed, &lock, &until) == ETIMEDOUT;
 }
 
-static char *next_background(struct stream *st)
+static json_t *next_background(struct stream *st, bool *done)
 {
 	struct proc *p = st->p;
 	json_t *ev = NULL;
@@ -443,7 +427,7 @@ static char *next_background(struct stream *st)
 			ev = output_event(c->stream, c->data, c->len);
 			break;
 		}
-		st->done = true;
+		*done = true;
 		if (p->exited) {
 			ev = exit_event(p->exit_code, p->exit_signal, p->timed_out);
 			break;
@@ -455,7 +439,7 @@ static char *next_background(struct stream *st)
 				       "GET its output again to continue");
 			break;
 		}
-		st->done = false;
+		*done = false;
 		if (stopping) {
 			pthread_mutex_unlock(&lock);
 			return NULL;
@@ -466,30 +450,14 @@ static char *next_background(struct stream *st)
 		}
 	}
 	pthread_mutex_unlock(&lock);
-	return json_line(ev);
+	return ev;
 }
 
-static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
+static json_t *next_event(void *cls, bool *done)
 {
 	struct stream *st = cls;
-	size_t n;
 
-	(void)pos;
-	while (st->off == st->len) {
-		free(st->line);
-		st->line = NULL;
-		st->len = st->off = 0;
-		if (st->done)
-			return MHD_CONTENT_READER_END_OF_STREAM;
-		st->line = st->p ? next_background(st) : next_foreground(st);
-		if (!st->line)
-			return MHD_CONTENT_READER_END_WITH_ERROR;
-		st->len = strlen(st->line);
-	}
-	n = st->len - st->off < max ? st->len - st->off : max;
-	memcpy(out, st->line + st->off, n);
-	st->off += n;
-	return n;
+	return st->p ? next_background(st, done) : next_foreground(st, done);
 }
 
 static void stream_free(void *cls)
@@ -505,26 +473,8 @@ static void stream_free(void *cls)
 	if (st->p)
 		proc_put(st->p);
 	free(st->feed_copy);
-	free(st->line);
 	free(st->buf);
 	free(st);
-}
-
-static enum MHD_Result reply_stream(struct request *r, struct stream *st, unsigned status)
-{
-	struct MHD_Response *resp;
-	enum MHD_Result ret;
-
-	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_read, st,
-						 stream_free);
-	if (!resp) {
-		stream_free(st);
-		return MHD_NO;
-	}
-	MHD_add_response_header(resp, "Content-Type", "application/x-ndjson");
-	ret = MHD_queue_response(r->conn, status, resp);
-	MHD_destroy_response(resp);
-	return ret;
 }
 
 /* Feed a foreground process's stdin beside reading its output, so neither side can stall
@@ -688,7 +638,10 @@ static enum MHD_Result start(struct request *r, const struct sandbox *s)
 		st->feed_len = st->feed_copy ? q.stdin_len : 0;
 		st->feeding = pthread_create(&st->feeder, NULL, feed, st) == 0;
 	}
-	ret = q.stream ? reply_stream(r, st, 200) : reply_collected(r, st);
+	if (q.stream)
+		ret = reply_ndjson(r, next_event, stream_free, st, false);
+	else
+		ret = reply_collected(r, st);
 	goto out;
 fail:
 	if (fd >= 0)
@@ -851,7 +804,7 @@ static enum MHD_Result output(struct request *r, const struct sandbox *s)
 	}
 	st->fd = -1;
 	st->p = p;
-	return reply_stream(r, st, 200);
+	return reply_ndjson(r, next_event, stream_free, st, false);
 }
 
 enum MHD_Result api_processes(struct request *r)

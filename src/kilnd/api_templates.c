@@ -146,16 +146,6 @@ static int template_spec(const char *name, unsigned cpus, unsigned memory_mib, s
 	return 0;
 }
 
-static const char *iso_time(int64_t ms, char *buf, size_t len)
-{
-	time_t t = ms / 1000;
-	struct tm tm;
-
-	gmtime_r(&t, &tm);
-	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-	return buf;
-}
-
 static void add_snapshot(const char *dir, const struct vm_spec *shape, void *ctx)
 {
 	char path[PATH_MAX + 16], when[32];

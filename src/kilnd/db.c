@@ -530,16 +530,6 @@ int db_sandbox_get(const char *id, const char *agent_id, struct sandbox *s)
 	return ret;
 }
 
-static const char *iso_time(int64_t ms, char *buf, size_t len)
-{
-	time_t t = ms / 1000;
-	struct tm tm;
-
-	gmtime_r(&t, &tm);
-	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-	return buf;
-}
-
 #define SANDBOX_JSON_COLS "id, state, reason, template, cpus, memory_mib, metadata, " \
 			  "created_at, expires_at, run_ms, debited_micro, on_timeout, " \
 			  "coalesce(timeout_s, (expires_at - created_at) / 1000), network"

@@ -81,6 +81,86 @@ enum MHD_Result reply_error(struct request *r, const struct api_error *e)
 	return reply_json(r, e->status, api_error_json(e));
 }
 
+enum MHD_Result reply_reader(struct request *r, const char *type, size_t block,
+			     MHD_ContentReaderCallback reader,
+			     MHD_ContentReaderFreeCallback release, void *cls, bool no_cache)
+{
+	struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, block,
+								      reader, cls, release);
+
+	if (!resp) {
+		release(cls);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, "Content-Type", type);
+	if (no_cache)
+		MHD_add_response_header(resp, "Cache-Control", "no-cache");
+	return queue(r, 200, resp);
+}
+
+/* A streamed NDJSON answer: the line being sent and how much of it has gone. */
+struct ndjson {
+	json_t *(*next)(void *cls, bool *done);
+	void (*release)(void *cls);
+	void *cls;
+	char *line;
+	size_t len, off;
+	bool done;
+};
+
+static ssize_t ndjson_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+	struct ndjson *nd = cls;
+	size_t n;
+
+	(void)pos;
+	while (nd->off == nd->len) {
+		json_t *ev;
+
+		free(nd->line);
+		nd->line = NULL;
+		nd->len = nd->off = 0;
+		if (nd->done)
+			return MHD_CONTENT_READER_END_OF_STREAM;
+		ev = nd->next(nd->cls, &nd->done);
+		nd->line = ev ? json_dumps(ev, JSON_COMPACT) : NULL;
+		json_decref(ev);
+		if (!nd->line)
+			return MHD_CONTENT_READER_END_WITH_ERROR;
+		nd->len = strlen(nd->line);
+		nd->line[nd->len++] = '\n';	/* over the NUL: no longer a C string */
+	}
+	n = nd->len - nd->off < max ? nd->len - nd->off : max;
+	memcpy(out, nd->line + nd->off, n);
+	nd->off += n;
+	return n;
+}
+
+static void ndjson_free(void *cls)
+{
+	struct ndjson *nd = cls;
+
+	nd->release(nd->cls);
+	free(nd->line);
+	free(nd);
+}
+
+enum MHD_Result reply_ndjson(struct request *r, json_t *(*next)(void *cls, bool *done),
+			     void (*release)(void *cls), void *cls, bool no_cache)
+{
+	struct ndjson *nd = calloc(1, sizeof(*nd));
+
+	if (!nd) {
+		release(cls);
+		return MHD_NO;
+	}
+	nd->next = next;
+	nd->release = release;
+	nd->cls = cls;
+	return reply_reader(r, "application/x-ndjson", 16 * 1024, ndjson_read, ndjson_free, nd,
+			    no_cache);
+}
+
 const char *query_arg(struct request *r, const char *name)
 {
 	return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);

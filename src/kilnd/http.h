@@ -41,6 +41,23 @@ enum MHD_Result reply_text(struct request *r, unsigned status, const char *type,
 enum MHD_Result reply_fd(struct request *r, unsigned status, const char *type, int fd,
 			 uint64_t size);
 
+/*
+ * A 200 answer of the given type whose body reader produces as the client reads, block bytes
+ * at most at a time (libmicrohttpd's content reader); release(cls) when it ends, or at once
+ * if it cannot start.  no_cache adds "Cache-Control: no-cache".
+ */
+enum MHD_Result reply_reader(struct request *r, const char *type, size_t block,
+			     MHD_ContentReaderCallback reader,
+			     MHD_ContentReaderFreeCallback release, void *cls, bool no_cache);
+
+/*
+ * A streamed NDJSON answer (200): next(cls, &done) gives each event (taken over), one a line,
+ * as the client reads, and sets done with the last; NULL cuts the response short.  release(cls)
+ * when the response ends.  no_cache adds "Cache-Control: no-cache".
+ */
+enum MHD_Result reply_ndjson(struct request *r, json_t *(*next)(void *cls, bool *done),
+			     void (*release)(void *cls), void *cls, bool no_cache);
+
 /* The request's query argument, or NULL. */
 const char *query_arg(struct request *r, const char *name);
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 int api_fail(struct api_error *e, int status, const char *code, const char *field,
 	     const char *fmt, ...)
@@ -436,4 +437,14 @@ void output_put(json_t *res, const char *name, struct kept_output *o)
 	json_object_set_new(res, key, json_boolean(o->total > o->len));
 	free(o->data);
 	o->data = NULL;
+}
+
+const char *iso_time(int64_t ms, char *buf, size_t len)
+{
+	time_t t = ms / 1000;
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	return buf;
 }

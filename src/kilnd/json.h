@@ -100,6 +100,9 @@ char *base64_encode(const uint8_t *data, size_t len);
 /* A JSON string for bytes: the text itself if it is UTF-8, else base64 and *base64 = true. */
 json_t *bytes_json(const uint8_t *data, size_t len, bool *base64);
 
+/* "2026-11-28T03:01:05Z" for ms since the epoch, in buf; returns buf. */
+const char *iso_time(int64_t ms, char *buf, size_t len);
+
 /* A command's or a cell's output stream, kept up to OUTPUT_KEPT_MAX bytes for a JSON answer;
  * what comes after is counted, not kept. */
 #define OUTPUT_KEPT_MAX	(8u << 20)

@@ -93,29 +93,55 @@ static bool domain_ok(const char *s, bool wildcard, char *buf, size_t len)
 	return true;
 }
 
-static int domains(json_t *net, const char *field, const char *directive, struct text *policy,
-		   json_t *record, struct api_error *e)
+/*
+ * The string array field as a list of rules: norm(item, ...) checks each item and writes its
+ * normal form, kept in record[field]; an item it refuses is a 400 saying it is not `what`.
+ */
+static int rule_list(json_t *net, const char *field, const char *what,
+		     bool (*norm)(const char *item, char *out, size_t len, void *ctx), void *ctx,
+		     json_t *record, struct api_error *e)
 {
-	json_t *list, *item, *shown = json_array();
-	char name[300];
+	json_t *list, *item, *shown;
+	char text[300];
 	size_t i;
 
 	if (string_array(net, field, NET_MAX_RULES, &list, e))
-		goto fail;
+		return -1;
+	shown = json_array();
 	json_array_foreach(list, i, item) {
-		if (!domain_ok(json_string_value(item), true, name, sizeof(name))) {
-			api_fail(e, 400, "invalid_argument", field, "%s: '%.100s' is not a domain "
-				 "name or *.domain", field, json_string_value(item));
-			goto fail;
+		if (!norm(json_string_value(item), text, sizeof(text), ctx)) {
+			json_decref(shown);
+			return api_fail(e, 400, "invalid_argument", field, "%s: '%.100s' is not %s",
+					field, json_string_value(item), what);
 		}
-		add(policy, "%s %s\n", directive, name);
-		json_array_append_new(shown, json_string(name));
+		json_array_append_new(shown, json_string(text));
 	}
 	json_object_set_new(record, field, shown);
 	return 0;
-fail:
-	json_decref(shown);
-	return -1;
+}
+
+/* Domain rules go straight into the policy file, each as "directive name". */
+struct domain_rules {
+	struct text *policy;
+	const char *directive;
+};
+
+static bool domain_rule(const char *item, char *name, size_t len, void *ctx)
+{
+	struct domain_rules *d = ctx;
+
+	if (!domain_ok(item, true, name, len))
+		return false;
+	add(d->policy, "%s %s\n", d->directive, name);
+	return true;
+}
+
+static int domains(json_t *net, const char *field, const char *directive, struct text *policy,
+		   json_t *record, struct api_error *e)
+{
+	struct domain_rules d = { policy, directive };
+
+	return rule_list(net, field, "a domain name or *.domain", domain_rule, &d, record, e);
 }
 
 static uint32_t v4(const struct egress_cidr *c)
@@ -145,32 +171,31 @@ static void cidr_text(struct egress_cidr *c, char *buf, size_t len)
 	snprintf(buf, len, "%s/%u", addr, c->len);
 }
 
+/* CIDR rules are parsed into an array of at most NET_MAX_RULES (string_array's bound). */
+struct cidr_rules {
+	struct egress_cidr *out;
+	unsigned *n;
+};
+
+static bool cidr_rule(const char *item, char *text, size_t len, void *ctx)
+{
+	struct cidr_rules *r = ctx;
+	struct egress_cidr *c = &r->out[*r->n];
+
+	if (egress_parse_cidr(item, c))
+		return false;
+	(*r->n)++;
+	cidr_text(c, text, len);
+	return true;
+}
+
 static int cidrs(json_t *net, const char *field, struct egress_cidr *out, unsigned *n,
 		 json_t *record, struct api_error *e)
 {
-	json_t *list, *item, *shown = json_array();
-	char text[80];
-	size_t i;
+	struct cidr_rules r = { out, n };
 
 	*n = 0;
-	if (string_array(net, field, NET_MAX_RULES, &list, e))
-		goto fail;
-	json_array_foreach(list, i, item) {
-		struct egress_cidr *c = &out[(*n)++];
-
-		if (egress_parse_cidr(json_string_value(item), c)) {
-			api_fail(e, 400, "invalid_argument", field, "%s: '%.100s' is not an address "
-				 "or CIDR", field, json_string_value(item));
-			goto fail;
-		}
-		cidr_text(c, text, sizeof(text));
-		json_array_append_new(shown, json_string(text));
-	}
-	json_object_set_new(record, field, shown);
-	return 0;
-fail:
-	json_decref(shown);
-	return -1;
+	return rule_list(net, field, "an address or CIDR", cidr_rule, &r, record, e);
 }
 
 static bool v4_overlap(const struct egress_cidr *a, const struct egress_cidr *b)

@@ -329,3 +329,8 @@ int proto_read_frame(int fd, uint8_t **buf, size_t *cap, uint8_t *type, uint32_t
 	}
 	return 1;
 }
+
+int proto_read_in(int fd, struct frame_in *in)
+{
+	return proto_read_frame(fd, &in->buf, &in->cap, &in->type, &in->len);
+}

@@ -179,6 +179,19 @@ bool field_str(const struct field *f, char *dst, size_t dstlen);
  */
 int proto_write_frame(int fd, const struct frame *f);
 int proto_read_frame(int fd, uint8_t **buf, size_t *cap, uint8_t *type, uint32_t *len);
+
+/*
+ * A reader of a stream of frames: proto_read_in() is proto_read_frame() into in->buf, which
+ * grows as needed and is reused from frame to frame.  Start it zeroed; free(in.buf) at the end.
+ */
+struct frame_in {
+	uint8_t *buf;
+	size_t cap;
+	uint8_t type;
+	uint32_t len;
+};
+int proto_read_in(int fd, struct frame_in *in);
+
 /* All len bytes or -1; a write refused for want of kernel memory is retried smaller (proto.c). */
 int proto_write_all(int fd, const void *buf, size_t len);
 int proto_read_all(int fd, void *buf, size_t len);	/* 1 done, 0 EOF at start, -1 error */
