@@ -44,8 +44,15 @@ def set_elements(rules, name):
 class Pool:
     def __init__(self, d, size):
         self.dir = d
+        # A session of its own, so kill() can take the ip and nft it runs down with it.
         self.p = subprocess.Popen([str(TOOL), str(d), str(size)], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True)
+                                  stdout=subprocess.PIPE, text=True, start_new_session=True)
+
+    def kill(self):
+        """SIGKILL, as a crash under a service manager: the process and what it started (an
+        `ip netns add` left running could create its namespace after the next pool's sweep)."""
+        os.killpg(self.p.pid, signal.SIGKILL)
+        self.p.wait()
 
     def cmd(self, line):
         self.p.stdin.write(line + "\n")
@@ -164,8 +171,7 @@ def test_leftovers_of_a_killed_process_are_cleaned_up_or_adopted(clean):
     while not any(e.endswith(".building") for e in pool.entries()):
         assert time.monotonic() < deadline
         time.sleep(0.005)
-    pool.p.send_signal(signal.SIGKILL)
-    pool.p.wait()
+    pool.kill()
     left = pool.entries()
     building = [e for e in left if e.endswith(".building")]
     assert len(building) == 1
