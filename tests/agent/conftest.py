@@ -4,6 +4,7 @@ the tests drive it with the real client (build/kiln) and with hand-made hostile 
 The same agent code runs as PID 1 in guests; tests/integration/test_agent.py covers that.
 """
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -73,7 +74,8 @@ class Agent:
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory):
     path = tmp_path_factory.mktemp("agent") / "agent.sock"
-    p = subprocess.Popen([str(AGENT), "--listen-unix", str(path)])
+    # A session of its own: the agent forks helpers that would outlive a kill of it alone.
+    p = subprocess.Popen([str(AGENT), "--listen-unix", str(path)], start_new_session=True)
     # To a deadline, not 2 s of tries: the sanitizer build starts slowly on a loaded machine.
     deadline = time.monotonic() + 60
     while not path.exists():
@@ -81,5 +83,5 @@ def agent(tmp_path_factory):
         assert time.monotonic() < deadline, "the agent never made its socket"
         time.sleep(0.02)
     yield Agent(path)
-    p.kill()
+    os.killpg(p.pid, signal.SIGKILL)
     p.wait()
