@@ -39,8 +39,8 @@
 #define CONTROL_TIMEOUT_MS	(300 * 1000)	/* a snapshot writes all of guest RAM */
 #define VMM_EXIT_TIMEOUT_MS	(10 * 1000)
 #define VMM_KILLED_TIMEOUT_MS	(60 * 1000)
-#define SCRATCH_DISK		"1"
-#define FIRST_REQUEST_TIMEOUT_S	20		/* per attempt; the nested test host is slow */		/* disk 0 is the root image */
+#define SCRATCH_DISK		"1"		/* disk 0 is the root image */
+#define FIRST_REQUEST_TIMEOUT_S	20		/* per attempt; the nested test host is slow */
 
 static void self_dir(char *buf, size_t len)
 {
@@ -149,7 +149,6 @@ static int make_vm_dir(const char *dir, char *buf, struct agent_error *e)
 	return abs_dir(dir, buf, e);
 }
 
-/* The sandbox's network namespace, if it has one (dir/netns holds its name). */
 /* The first line of dir/file (a one-line record of ours) into buf; false if none. */
 static bool read_line(const char *dir, const char *file, char *buf, size_t len)
 {
@@ -180,6 +179,7 @@ static int write_line(const char *dir, const char *file, const char *line)
 	return fclose(f);
 }
 
+/* The sandbox's network namespace, if it has one (dir/netns holds its name). */
 static bool read_netns(const char *dir, char *name, size_t len)
 {
 	return read_line(dir, "netns", name, len);

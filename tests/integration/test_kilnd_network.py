@@ -367,6 +367,19 @@ def tls_world(world, tmp_path_factory):
         srv.wait(timeout=10)
 
 
+def curl_upstream(k, key, sb, path, auth="$UPSTREAM_TOKEN"):
+    """GET https://api.upstream.test{path} from the guest with that Authorization header."""
+    return exec_(k, key, sb, cmd=["sh", "-c", f"curl -sS --max-time 60 "
+                                              f"https://api.upstream.test{path} "
+                                              f"-H \"Authorization: {auth}\""], timeout_s=120)
+
+
+def auth_seen(log, *paths):
+    """The Authorization headers the HTTPS upstream received for those paths, in order."""
+    reqs = [json.loads(l) for l in log.read_text().splitlines() if l.strip()]
+    return [q["headers"].get("Authorization", "") for q in reqs if q["path"] in paths]
+
+
 def test_secrets_through_the_api(tls_world):
     k, key, log = tls_world["k"], tls_world["key"], tls_world["log"]
     token = "ghp_" + secrets.token_hex(20)
@@ -384,13 +397,9 @@ def test_secrets_through_the_api(tls_world):
     mine, ph = r["stdout"].split()
     assert mine == "kept" and re.fullmatch(r"KILN_PH_[0-9a-f]{32}", ph), r
     # curl verifies the proxy's certificate through the sandbox's CA, no -k.
-    r = exec_(k, key, sb, cmd=["sh", "-c", "curl -sS --max-time 60 https://api.upstream.test/k "
-                                           "-H \"Authorization: $UPSTREAM_TOKEN\""],
-              timeout_s=120)
+    r = curl_upstream(k, key, sb, "/k")
     assert r["exit_code"] == 0 and "hello over tls" in r["stdout"], r
-    reqs = [json.loads(l) for l in log.read_text().splitlines() if l.strip()]
-    assert [q["headers"]["Authorization"] for q in reqs if q["path"] == "/k"] == \
-        [f"Bearer {token}"]
+    assert auth_seen(log, "/k") == [f"Bearer {token}"]
     # Nowhere in what kilnd keeps or shows: its database, the sandbox's record and network.
     assert token.encode() not in (k.data / "kilnd.db").read_bytes()
     for path in ("", "/network"):
@@ -420,15 +429,10 @@ def test_secrets_through_the_api(tls_world):
     r = exec_(k, key, fork, cmd=["sh", "-c", "grep -c 'kiln egress CA: begin' "
                                              "/etc/ssl/certs/ca-certificates.crt"])
     assert r["stdout"].strip() == "1", r
-    for path, header in (("/k2", "$UPSTREAM_TOKEN"), ("/k3", ph)):
-        exec_(k, key, fork, cmd=["sh", "-c", f"curl -sS --max-time 60 "
-                                             f"https://api.upstream.test{path} "
-                                             f"-H \"Authorization: {header}\""], timeout_s=120)
-    reqs = [json.loads(l) for l in log.read_text().splitlines() if l.strip()]
-    assert [q["headers"]["Authorization"] for q in reqs if q["path"] == "/k2"] == \
-        [f"Bearer {token2}"]
-    assert [q["headers"]["Authorization"] for q in reqs if q["path"] in ("/k", "/k3")
-            and token in q["headers"].get("Authorization", "")] == [f"Bearer {token}"]
+    curl_upstream(k, key, fork, "/k2")
+    curl_upstream(k, key, fork, "/k3", auth=ph)
+    assert auth_seen(log, "/k2") == [f"Bearer {token2}"]
+    assert [a for a in auth_seen(log, "/k", "/k3") if token in a] == [f"Bearer {token}"]
     for path in (f"/v1/sandboxes/{fork['id']}", f"/v1/sandboxes/{sb['id']}",
                  f"/v1/snapshots/{snap['id']}"):
         assert k.request("DELETE", path, key=key)[0] == 200, path
@@ -471,13 +475,9 @@ def test_agent_secrets_registered_once(tls_world):
                                                      "network": net}, key=key)
     assert status == 201, sb
     assert [s["name"] for s in sb["network"]["secrets"]] == ["upstream"]
-    r = exec_(k, key, sb, cmd=["sh", "-c", "curl -sS --max-time 60 https://api.upstream.test/a "
-                                           "-H \"Authorization: $UPSTREAM_TOKEN\""],
-              timeout_s=120)
+    r = curl_upstream(k, key, sb, "/a")
     assert r["exit_code"] == 0 and "hello over tls" in r["stdout"], r
-    reqs = [json.loads(l) for l in log.read_text().splitlines() if l.strip()]
-    assert [q["headers"]["Authorization"] for q in reqs if q["path"] == "/a"] == \
-        [f"Bearer {token}"]
+    assert auth_seen(log, "/a") == [f"Bearer {token}"]
     r = exec_(k, key, sb, cmd=["sh", "-c", 'echo "$UPSTREAM_TOKEN"'])
     assert re.fullmatch(r"KILN_PH_[0-9a-f]{32}\n", r["stdout"]), r
 
